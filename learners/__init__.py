@@ -1,0 +1,7 @@
+"""Few-shot learners, backbones and episodic data. Knows nothing of Optuna or MLflow."""
+from learners.backbones import BACKBONES, build_backbone
+from learners.base import Budget, HParams, Learner, TrainingData, TrainingDiverged, fit, mean_ci95
+from learners.registry import LEARNERS, build_learner, hparam_names, learner_class
+
+__all__ = ["BACKBONES", "Budget", "HParams", "LEARNERS", "Learner", "TrainingData", "TrainingDiverged",
+           "build_backbone", "build_learner", "fit", "hparam_names", "learner_class", "mean_ci95"]

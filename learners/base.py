@@ -1,0 +1,182 @@
+"""What every learner shares: typed hyperparameters, one training loop, evaluation.
+
+A learner is a small ``nn.Module`` around a backbone (as in learn2learn). It
+implements ``train_step`` (compute gradients for one optimisation step and return
+the loss) and ``predict`` (query logits for a batch of episodes). ``fit`` owns the
+optimiser, the MultiStepLR schedule, periodic validation and divergence checks.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, ClassVar
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from learners.backbones import build_backbone
+from learners.data.episodes import (EpisodeSampler, Episodes, ImageSplit, LabelledBatches, TaskSpec,
+                                    fixed_episodes)
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class HParams:
+    """Hyperparameters every learner has. Subclasses add their own fields with defaults."""
+
+    backbone: str = "conv4"
+    optimizer: str = "adam"          # adam | sgd
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9            # sgd only
+    # MultiStepLR milestones as fractions of the training budget, so they survive budget changes.
+    milestones: tuple[float, ...] = (0.5,)
+    gamma: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer must be 'adam' or 'sgd', got '{self.optimizer}'")
+        self.milestones = tuple(float(m) for m in self.milestones)
+        if any(not 0.0 < m < 1.0 for m in self.milestones):
+            raise ValueError(f"milestones must be fractions strictly between 0 and 1, got {list(self.milestones)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How long to train and how often to validate."""
+
+    iterations: int = 1000
+    val_interval: int = 200
+    val_episodes: int = 100
+
+
+class TrainingData:
+    """Seeded sources of training batches for one run: episodes (any number of ways) and labelled batches."""
+
+    def __init__(self, split: ImageSplit, spec: TaskSpec, seed: int, device: torch.device | str = "cpu"):
+        self.split, self.spec, self.seed, self.device = split, spec, seed, torch.device(device)
+        self._samplers: dict[int, EpisodeSampler] = {}
+        self._batches: LabelledBatches | None = None
+
+    def episodes(self, tasks: int, ways: int | None = None) -> Episodes:
+        """``tasks`` training episodes of the run's shape, optionally with more (or fewer) ways."""
+        ways = ways or self.spec.ways
+        if ways not in self._samplers:
+            spec = TaskSpec(ways, self.spec.shots, self.spec.queries)
+            self._samplers[ways] = EpisodeSampler(self.split, spec, self.seed + ways, self.device)
+        return self._samplers[ways].sample(tasks)
+
+    def batch(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """An ordinary mini-batch of images and class indices over all training classes."""
+        if self._batches is None:
+            self._batches = LabelledBatches(self.split, self.seed, self.device)
+        return self._batches.sample(batch_size)
+
+
+class Learner(nn.Module):
+    """Base class. Subclasses set ``HParams`` and ``bn_at_test`` and implement the two steps."""
+
+    HParams: ClassVar[type[HParams]] = HParams
+    # Which batch-norm statistics the backbone uses at test time (logged with every run):
+    # "running" (inductive, eval mode) or "batch" (transductive: statistics of the episode).
+    bn_at_test: ClassVar[str] = "running"
+
+    def __init__(self, hparams: HParams, image_shape: tuple[int, int, int], spec: TaskSpec, num_train_classes: int):
+        super().__init__()
+        self.hparams, self.image_shape, self.spec, self.num_train_classes = hparams, image_shape, spec, num_train_classes
+        self.backbone, self.feature_dim = build_backbone(hparams.backbone, image_shape,
+                                                         track_running_stats=self.bn_at_test == "running")
+
+    def train_step(self, data: TrainingData, step: int, total_steps: int) -> float:
+        """Fill ``.grad`` of the parameters for one optimiser step; return the training loss."""
+        raise NotImplementedError
+
+    def predict(self, episodes: Episodes) -> torch.Tensor:
+        """Query logits ``[tasks, ways*queries, ways]``. Called in eval mode under ``no_grad``."""
+        raise NotImplementedError
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def evaluate(self, split: ImageSplit, episodes: int, seed: int, batch_size: int = 16) -> torch.Tensor:
+        """Per-episode query accuracy on ``episodes`` episodes fixed by ``seed``."""
+        was_training = self.training
+        self.eval()
+        accuracies = []
+        with torch.no_grad():
+            for batch in fixed_episodes(split, self.spec, episodes, seed, batch_size, self.device):
+                logits = self.predict(batch)
+                accuracies.append((logits.argmax(-1) == batch.query_labels).float().mean(-1).cpu())
+        self.train(was_training)
+        return torch.cat(accuracies)
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        h = self.hparams
+        if h.optimizer == "sgd":
+            return torch.optim.SGD(self.parameters(), lr=h.lr, momentum=h.momentum, weight_decay=h.weight_decay)
+        return torch.optim.Adam(self.parameters(), lr=h.lr, weight_decay=h.weight_decay)
+
+
+def mean_ci95(accuracies: torch.Tensor) -> tuple[float, float]:
+    """Mean and half-width of the normal-approximation 95% confidence interval."""
+    acc = accuracies.double()
+    if len(acc) < 2:
+        return float(acc.mean()), float("nan")
+    return float(acc.mean()), float(1.96 * acc.std(unbiased=True) / math.sqrt(len(acc)))
+
+
+@dataclass
+class ValidationPoint:
+    step: int
+    val_accuracy: float
+    train_loss: float
+    lr: float
+    seconds: float
+
+
+# Called after each validation; may raise (e.g. to prune a trial) to stop training.
+ValidationCallback = Callable[[ValidationPoint], None]
+
+
+def fit(learner: Learner, train: TrainingData, val: ImageSplit | None, budget: Budget, val_seed: int,
+        on_validation: ValidationCallback | None = None, progress: bool = True) -> list[ValidationPoint]:
+    """Train for ``budget.iterations`` steps, validating every ``budget.val_interval`` steps and at the end.
+
+    Validation always uses the episodes fixed by ``val_seed``, so runs are compared on the same tasks.
+    """
+    optimizer = learner.make_optimizer()
+    milestones = sorted({max(1, round(m * budget.iterations)) for m in learner.hparams.milestones})
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=learner.hparams.gamma)
+    history: list[ValidationPoint] = []
+    losses: list[float] = []
+    start = time.perf_counter()
+    learner.train()
+    bar = tqdm(range(1, budget.iterations + 1), desc=f"train {type(learner).__name__}", unit="it",
+               disable=not progress, leave=False, dynamic_ncols=True)
+    for step in bar:
+        optimizer.zero_grad(set_to_none=True)
+        loss = learner.train_step(train, step, budget.iterations)
+        if not math.isfinite(loss):
+            raise TrainingDiverged(f"training loss is {loss} at step {step}")
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss)
+        if val is not None and (step % budget.val_interval == 0 or step == budget.iterations):
+            acc, _ = mean_ci95(learner.evaluate(val, budget.val_episodes, seed=val_seed))
+            point = ValidationPoint(step, acc, sum(losses) / len(losses), scheduler.get_last_lr()[0],
+                                    time.perf_counter() - start)
+            losses.clear()
+            history.append(point)
+            bar.set_postfix(loss=f"{point.train_loss:.3f}", val=f"{acc:.3f}")
+            if on_validation is not None:
+                on_validation(point)
+    bar.close()
+    return history

@@ -1,0 +1,50 @@
+"""Prototypical Networks (Snell et al. 2017): squared Euclidean distance to class means."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from learners.base import HParams, Learner, TrainingData
+from learners.data.episodes import Episodes
+
+
+@dataclass
+class ProtoNetHParams(HParams):
+    meta_batch: int = 1          # episodes per optimiser step
+    train_ways: int | None = None  # train on more ways than tested (Snell et al. used 60); None = test ways
+
+
+def prototype_logits(support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor,
+                     ways: int) -> torch.Tensor:
+    """Negative squared Euclidean distance from each query feature to each class mean, batched over tasks."""
+    one_hot = F.one_hot(support_labels, ways).to(support.dtype)              # [T, S, W]
+    prototypes = one_hot.transpose(1, 2) @ support / one_hot.sum(1).unsqueeze(-1)  # [T, W, D]
+    return -torch.cdist(query, prototypes).pow(2)
+
+
+class ProtoNet(Learner):
+    HParams = ProtoNetHParams
+
+    def embed(self, episodes: Episodes) -> tuple[torch.Tensor, torch.Tensor]:
+        """Support and query features from one forward pass (one big batch is faster than two)."""
+        tasks, n_support = episodes.support.shape[:2]
+        images = torch.cat([episodes.support, episodes.query], dim=1).flatten(0, 1)
+        features = self.backbone(images.contiguous(memory_format=torch.channels_last)).view(tasks, -1, self.feature_dim)
+        return features[:, :n_support], features[:, n_support:]
+
+    def logits(self, episodes: Episodes, ways: int) -> torch.Tensor:
+        support, query = self.embed(episodes)
+        return prototype_logits(support, episodes.support_labels, query, ways)
+
+    def train_step(self, data: TrainingData, step: int, total_steps: int) -> float:
+        ways = self.hparams.train_ways or self.spec.ways
+        episodes = data.episodes(self.hparams.meta_batch, ways)
+        logits = self.logits(episodes, ways)
+        loss = F.cross_entropy(logits.flatten(0, 1), episodes.query_labels.flatten())
+        loss.backward()
+        return loss.item()
+
+    def predict(self, episodes: Episodes) -> torch.Tensor:
+        return self.logits(episodes, self.spec.ways)
