@@ -48,6 +48,14 @@ class HParams:
             raise ValueError(f"lr must be positive, got {self.lr}")
 
 
+def evaluation_seed(seed: int, split: str) -> int:
+    """Seed of the fixed evaluation episodes of ``split`` ('val' or 'test') for a run seeded with ``seed``.
+
+    Every learner and every trial with the same seed is scored on the same episodes.
+    """
+    return seed + {"val": 1_000, "test": 2_000}[split]
+
+
 @dataclass(frozen=True)
 class Budget:
     """How long to train and how often to validate."""
@@ -101,6 +109,13 @@ class Learner(nn.Module):
     def predict(self, episodes: Episodes) -> torch.Tensor:
         """Query logits ``[tasks, ways*queries, ways]``. Called in eval mode under ``no_grad``."""
         raise NotImplementedError
+
+    def embed(self, episodes: Episodes) -> tuple[torch.Tensor, torch.Tensor]:
+        """Support and query features ``[tasks, n, feature_dim]`` from one forward pass (one big batch is faster)."""
+        tasks, n_support = episodes.support.shape[:2]
+        images = torch.cat([episodes.support, episodes.query], dim=1).flatten(0, 1)
+        features = self.backbone(images.contiguous(memory_format=torch.channels_last)).view(tasks, -1, self.feature_dim)
+        return features[:, :n_support], features[:, n_support:]
 
     @property
     def device(self) -> torch.device:

@@ -16,23 +16,20 @@ class ProtoNetHParams(HParams):
     train_ways: int | None = None  # train on more ways than tested (Snell et al. used 60); None = test ways
 
 
+def class_means(support: torch.Tensor, support_labels: torch.Tensor, ways: int) -> torch.Tensor:
+    """Mean support feature of each class ``[tasks, ways, dim]``, batched over tasks."""
+    one_hot = F.one_hot(support_labels, ways).to(support.dtype)              # [T, S, W]
+    return one_hot.transpose(1, 2) @ support / one_hot.sum(1).unsqueeze(-1)
+
+
 def prototype_logits(support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor,
                      ways: int) -> torch.Tensor:
     """Negative squared Euclidean distance from each query feature to each class mean, batched over tasks."""
-    one_hot = F.one_hot(support_labels, ways).to(support.dtype)              # [T, S, W]
-    prototypes = one_hot.transpose(1, 2) @ support / one_hot.sum(1).unsqueeze(-1)  # [T, W, D]
-    return -torch.cdist(query, prototypes).pow(2)
+    return -torch.cdist(query, class_means(support, support_labels, ways)).pow(2)
 
 
 class ProtoNet(Learner):
     HParams = ProtoNetHParams
-
-    def embed(self, episodes: Episodes) -> tuple[torch.Tensor, torch.Tensor]:
-        """Support and query features from one forward pass (one big batch is faster than two)."""
-        tasks, n_support = episodes.support.shape[:2]
-        images = torch.cat([episodes.support, episodes.query], dim=1).flatten(0, 1)
-        features = self.backbone(images.contiguous(memory_format=torch.channels_last)).view(tasks, -1, self.feature_dim)
-        return features[:, :n_support], features[:, n_support:]
 
     def logits(self, episodes: Episodes, ways: int) -> torch.Tensor:
         support, query = self.embed(episodes)

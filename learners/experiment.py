@@ -1,0 +1,134 @@
+"""One seeded training run, end to end: load data, build a learner, ``fit``, score on the test episodes.
+
+The command line (``learners.train``) and the accuracy benchmark both run through here,
+so a number from either means the same thing. Seeds: ``torch.manual_seed(seed)`` before
+the learner is built, training episodes and batches from ``TrainingData(..., seed)``,
+validation and test episodes fixed by ``evaluation_seed(seed, 'val' | 'test')``.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from learners.base import (Budget, Learner, TrainingData, ValidationCallback, ValidationPoint, evaluation_seed, fit,
+                           mean_ci95)
+from learners.data import DataError, DatasetSplits, TaskSpec, load_dataset
+from learners.registry import build_learner
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run's result (plus the device it runs on)."""
+
+    learner: str
+    dataset: str = "omniglot"
+    split: str = "vinyals"
+    root: str | None = None          # None: default_root(dataset)
+    ways: int = 5
+    shots: int = 1
+    queries: int = 15
+    iterations: int = 2000
+    seed: int = 0
+    test_episodes: int = 1000
+    val_interval: int = Budget.val_interval
+    val_episodes: int = Budget.val_episodes
+    device: str = "auto"             # auto | cpu | cuda
+    hparams: dict[str, Any] = field(default_factory=dict)  # overrides of the learner's defaults
+
+    def __post_init__(self) -> None:
+        for name in ("iterations", "val_interval", "val_episodes", "test_episodes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+    @property
+    def spec(self) -> TaskSpec:
+        return TaskSpec(self.ways, self.shots, self.queries)
+
+    @property
+    def budget(self) -> Budget:
+        return Budget(self.iterations, self.val_interval, self.val_episodes)
+
+
+@dataclass
+class RunResult:
+    config: RunConfig
+    hparams: dict[str, Any]          # every hyperparameter the learner ran with, defaults included
+    bn_at_test: str
+    device: str
+    test_accuracy: float
+    test_ci95: float
+    history: list[ValidationPoint]
+    train_seconds: float
+    test_seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        """The config (its overrides replaced by the full ``hparams``) and the results, JSON-ready."""
+        return {**asdict(self.config), "hparams": self.hparams, "bn_at_test": self.bn_at_test,
+                "device": self.device, "test_accuracy": self.test_accuracy,
+                "test_ci95": self.test_ci95 if math.isfinite(self.test_ci95) else None,  # NaN for 1 episode: not JSON
+                "history": [asdict(point) for point in self.history], "train_seconds": self.train_seconds,
+                "test_seconds": self.test_seconds, "seconds": self.train_seconds + self.test_seconds}
+
+
+def default_root(dataset: str) -> Path:
+    """``../shared/data/<dataset>`` (the shared archive next to the checkout) if it exists, else ``./data/<dataset>``."""
+    shared = Path("..", "shared", "data", dataset)
+    return shared if shared.exists() else Path("data", dataset)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, got '{name}'")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but CUDA is not available")
+    return torch.device(name)
+
+
+def load_data(config: RunConfig) -> DatasetSplits:
+    if config.root is not None and not Path(config.root).exists():
+        raise DataError(f"data root '{config.root}' does not exist")
+    root = config.root if config.root is not None else default_root(config.dataset)
+    return load_dataset(config.dataset, root, config.split)
+
+
+@dataclass
+class Prepared:
+    """A built, untrained learner and the data of one run."""
+
+    data: DatasetSplits
+    learner: Learner
+    train: TrainingData
+
+
+def prepare(config: RunConfig, data: DatasetSplits | None = None) -> Prepared:
+    """Build the learner (seeded) and its training stream; ``data`` skips reloading the dataset."""
+    device = resolve_device(config.device)
+    data = data if data is not None else load_data(config)
+    for split in (data.train, data.val, data.test):  # fail before training, not at the first validation
+        split.check_spec(config.spec)
+    torch.manual_seed(config.seed)
+    learner = build_learner(config.learner, config.hparams, data.train.image_shape, config.spec,
+                            data.train.num_classes).to(device)
+    return Prepared(data, learner, TrainingData(data.train, config.spec, config.seed, device))
+
+
+def run(config: RunConfig, data: DatasetSplits | None = None, progress: bool = True,
+        on_validation: ValidationCallback | None = None) -> RunResult:
+    """Train with ``fit`` and score on ``config.test_episodes`` fixed test episodes."""
+    prepared = prepare(config, data)
+    learner = prepared.learner
+    start = time.perf_counter()
+    history = fit(learner, prepared.train, prepared.data.val, config.budget, evaluation_seed(config.seed, "val"),
+                  on_validation=on_validation, progress=progress)
+    trained = time.perf_counter()
+    accuracy, ci95 = mean_ci95(learner.evaluate(prepared.data.test, config.test_episodes,
+                                                evaluation_seed(config.seed, "test")))
+    return RunResult(config, asdict(learner.hparams), learner.bn_at_test, str(learner.device), accuracy, ci95,
+                     history, trained - start, time.perf_counter() - trained)
