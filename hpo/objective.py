@@ -1,0 +1,95 @@
+"""The Optuna objective: sampled hyperparameters → trained learner → validation accuracy, tracked in MLflow.
+
+The trial's value is the validation accuracy at the end of training (the model the final test
+re-trains and scores), reported at every validation so the pruner can stop poor trials early.
+"""
+from __future__ import annotations
+
+from dataclasses import MISSING, asdict, fields
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from hpo.config import LearnerConfig
+from hpo.space import suggest
+from hpo.tracking import STATE_TAG, Tracker
+from hpo.training import LearnerTask
+from learners import TrainingDiverged, learner_class
+from learners.base import ValidationPoint
+
+# Pruned trials did not run to the end: they are KILLED in MLflow, never FINISHED.
+RUN_STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED", TrialState.FAIL: "FAILED"}
+
+
+def run_status(state: TrialState, interrupted: bool = False) -> str:
+    """MLflow status of a trial run; an interrupted trial (FAIL in Optuna) was KILLED."""
+    return "KILLED" if interrupted else RUN_STATUS.get(state, "FAILED")
+
+
+def all_hparams(learner: str, hparams: dict[str, Any]) -> dict[str, Any]:
+    """``hparams`` completed with the learner's defaults: every value the trial trains with."""
+    defaults = {f.name: f.default for f in fields(learner_class(learner).HParams) if f.default is not MISSING}
+    return {**defaults, **hparams}
+
+
+class Objective:
+    """Callable for ``study.optimize``; one MLflow run per trial, nested under the learner's parent run."""
+
+    def __init__(self, task: LearnerTask, learner_config: LearnerConfig, tracker: Tracker, parent_run: str,
+                 study: str, settings: dict[str, Any], progress: bool = True):
+        self.task, self.learner_config, self.tracker = task, learner_config, tracker
+        self.parent_run, self.study, self.settings, self.progress = parent_run, study, settings, progress
+        # Number of the trial stopped by Ctrl-C / SIGTERM, so the caller can queue it again.
+        self.interrupted_trial: int | None = None
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        self.interrupted_trial = trial.number  # stays set only if an interruption ends the trial
+        try:
+            value = self._run(trial)
+        except Exception:
+            self.interrupted_trial = None
+            raise
+        self.interrupted_trial = None
+        return value
+
+    def _run(self, trial: optuna.Trial) -> float:
+        learner = self.task.learner
+        hparams = {**self.learner_config.fixed, **suggest(trial, self.learner_config.space)}
+        trial.set_user_attr("hparams", hparams)
+        every = all_hparams(learner, hparams)
+        run_id = self.tracker.start_trial_run(
+            self.parent_run, self.study, trial.number, f"{learner}-trial-{trial.number:04d}",
+            tags={"learner": learner, "bn_at_test": learner_class(learner).bn_at_test, STATE_TAG: "RUNNING"},
+            params=every)
+        self.tracker.log_json(run_id, {**self.settings, "learner": learner, "trial": trial.number, "hparams": every},
+                              "config.json")
+        state, interrupted, tags = TrialState.FAIL, False, {}
+        try:
+            _, history = self.task.train(hparams, lambda point: self._validated(trial, run_id, point), self.progress)
+            state = TrialState.COMPLETE
+            return history[-1].val_accuracy
+        except optuna.TrialPruned:
+            state = TrialState.PRUNED
+            raise
+        except TrainingDiverged as e:
+            # Divergence is an outcome of the hyperparameters: the sampler should learn from it, so the
+            # trial ends PRUNED (it counts) rather than FAIL (ignored by samplers, retried by reruns).
+            state, tags["diverged"] = TrialState.PRUNED, str(e)
+            trial.set_user_attr("diverged", str(e))
+            raise optuna.TrialPruned(f"training diverged: {e}") from None
+        except KeyboardInterrupt:
+            interrupted = True
+            raise
+        except Exception as e:
+            tags["error"] = f"{type(e).__name__}: {e}".splitlines()[0]
+            raise
+        finally:
+            self.tracker.end(run_id, run_status(state, interrupted), {STATE_TAG: state.name, **tags})
+
+    def _validated(self, trial: optuna.Trial, run_id: str, point: ValidationPoint) -> None:
+        metrics = {k: v for k, v in asdict(point).items() if k != "step"}
+        self.tracker.log_metrics(run_id, metrics, step=point.step)
+        trial.report(point.val_accuracy, point.step)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at step {point.step} with val_accuracy {point.val_accuracy:.4f}")

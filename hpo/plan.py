@@ -1,0 +1,42 @@
+"""The plan printed before a search (and alone by ``--dry-run``): what will run, where results go."""
+from __future__ import annotations
+
+import torch
+
+from hpo.config import StudyConfig
+from hpo.space import describe, grid_search_space, grid_size
+from hpo.urls import redact, sqlite_path
+from learners.data import DatasetSplits
+
+
+def format_plan(config: StudyConfig, learners: list[str], data: DatasetSplits, device: torch.device) -> str:
+    d, s, b, p = config.dataset, config.search, config.budget, config.search.pruner
+    classes = " / ".join(f"{name} {data[name].num_classes}" for name in ("train", "val", "test"))
+    pruner = {"median": f"median pruner (n_startup_trials {p.n_startup_trials}, n_warmup_steps {p.n_warmup_steps})",
+              "hyperband": f"hyperband pruner (reduction_factor {p.reduction_factor})",
+              "none": "no pruner"}[p.type]
+    artifacts = " (artifacts in ./mlruns)" if sqlite_path(config.tracking_uri) else ""
+    lines = [
+        f"study '{config.name}' (seed {config.seed})",
+        f"  data      {d.name}, split {d.split}, root {d.root or '-'}: {classes} classes, "
+        f"images {'x'.join(map(str, data.train.image_shape))}",
+        f"  episodes  {d.ways}-way {d.shots}-shot, {d.queries} queries per class",
+        f"  search    {s.sampler} sampler, {pruner}, n_trials {s.n_trials or '-'} per learner in total, "
+        f"timeout {s.timeout or '-'} s per learner, workers {s.workers}",
+        f"  budget    {b.iterations} iterations, validation every {b.val_interval} on {b.val_episodes} episodes; "
+        f"final test on {config.test.episodes} episodes",
+        f"  device    {device}",
+        f"  storage   {redact(config.storage)} (studies {config.name}/<learner>)",
+        f"  tracking  {redact(config.tracking_uri)} (experiment {config.name}){artifacts}",
+        "  learners",
+    ]
+    for learner in learners:
+        entry = config.learners[learner]
+        fixed = ", ".join(f"{k}={v}" for k, v in entry.fixed.items()) or "-"
+        lines.append(f"    {learner}")
+        lines.append(f"      fixed  {fixed}")
+        lines += [f"      {'space' if i == 0 else '     '}  {name}: {describe(param)}"
+                  for i, (name, param) in enumerate(entry.space.items())]
+        if s.sampler == "grid":
+            lines.append(f"      grid   {grid_size(grid_search_space(entry.space, learner))} points")
+    return "\n".join(lines)

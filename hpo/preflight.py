@@ -1,0 +1,84 @@
+"""Checks that need the outside world (data on disk, databases, the device), run before anything is written.
+
+Each failure is a :class:`ConfigError` naming the field, so a bad study stops with one line and
+leaves no storage file, no MLflow database and no artifact folder behind.
+"""
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+
+import sqlalchemy
+import torch
+
+from hpo.config import ConfigError, StudyConfig
+from hpo.urls import SQLITE_PREFIX, redact, sqlite_path
+from learners.data import DataError, DatasetSplits, TaskSpec, load_dataset
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available; asking for CUDA without it is an error."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("CUDA is not available on this machine (use auto or cpu)", "device")
+    return torch.device("cuda" if name != "cpu" and torch.cuda.is_available() else "cpu")
+
+
+def load_data(config: StudyConfig) -> DatasetSplits:
+    """Load the dataset and check that every split can form the study's episodes."""
+    dataset = config.dataset
+    if dataset.root is not None and not dataset.root.is_dir():
+        raise ConfigError(f"no such directory: {dataset.root}", "dataset.root")
+    try:
+        data = load_dataset(dataset.name, dataset.root, dataset.split, dataset.cache_dir, dataset.download)
+        spec = task_spec(config)
+        for split in (data.train, data.val, data.test):
+            split.check_spec(spec)
+    except DataError as e:
+        raise ConfigError(str(e), "dataset") from None
+    return data
+
+
+def task_spec(config: StudyConfig) -> TaskSpec:
+    return TaskSpec(config.dataset.ways, config.dataset.shots, config.dataset.queries)
+
+
+def check_database(url: str, field: str) -> None:
+    """A SQLite file must be creatable (its folder exists); other databases must accept a connection."""
+    if url.startswith(SQLITE_PREFIX):
+        path = sqlite_path(url)
+        if path is not None and not path.parent.is_dir():
+            raise ConfigError(f"the folder of the SQLite file does not exist: {path.parent}", field)
+        return
+    try:
+        engine = sqlalchemy.create_engine(url)
+    except ImportError as e:
+        # SQLAlchemy 2.1 maps postgresql:// to psycopg 3; this project ships psycopg2.
+        raise ConfigError(f"no database driver for {redact(url)} ({_first_line(e)}); for PostgreSQL with "
+                          f"psycopg2 write postgresql+psycopg2://", field) from None
+    except Exception as e:  # bad URL syntax
+        raise ConfigError(f"invalid database URL {redact(url)}: {_first_line(e)}", field) from None
+    try:
+        with engine.connect():
+            pass
+    except Exception as e:
+        raise ConfigError(f"cannot connect to {redact(url)}: {_first_line(e)}", field) from None
+    finally:
+        engine.dispose()
+
+
+def check_tracking_uri(uri: str, field: str = "tracking_uri") -> None:
+    """MLflow tracking: a database URL (checked as above) or an MLflow server that answers ``/health``."""
+    if uri.startswith(("http://", "https://")):
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10).close()
+        except (urllib.error.URLError, OSError) as e:
+            raise ConfigError(f"MLflow server {redact(uri)} does not answer: {_first_line(e)}", field) from None
+        return
+    if "://" not in uri:
+        raise ConfigError(f"expected a database URL (sqlite:///mlflow.db) or an http(s) MLflow server, "
+                          f"got '{redact(uri)}'", field)
+    check_database(uri, field)
+
+
+def _first_line(error: BaseException) -> str:
+    return redact(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)

@@ -1,0 +1,87 @@
+"""Command line: ``python -m hpo.run STUDY.yaml [options]`` (also the ``fewshot-hpo`` console script).
+
+Exit codes: 0 done, 2 bad input (one ``error: <file>: <field>: <message>`` line, nothing written),
+130 interrupted by Ctrl-C, 143 by SIGTERM (rerun the same command to resume).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+
+from hpo.config import ConfigError, load_config, resolve_paths, selected_learners
+from hpo.interrupts import exit_code, interrupts_deferred, stop_signals_as_interrupts
+from hpo.plan import format_plan
+from hpo.preflight import check_database, check_tracking_uri, load_data, resolve_device
+
+BAD_INPUT = 2
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m hpo.run", description=__doc__.splitlines()[0])
+    parser.add_argument("study", help="study file (YAML)")
+    parser.add_argument("--n-trials", type=int, help="total trials per learner (overrides search.n_trials)")
+    parser.add_argument("--storage", help="Optuna storage URL (overrides storage)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (overrides tracking_uri)")
+    parser.add_argument("--learners", type=lambda text: [n.strip() for n in text.split(",") if n.strip()],
+                        help="comma-separated learners of the study to run (default: all)")
+    parser.add_argument("--workers", type=int, help="parallel workers (overrides search.workers)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="validate, load the data and print the plan; write nothing")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    overrides = {"search.n_trials": args.n_trials, "search.workers": args.workers,
+                 "storage": args.storage, "tracking_uri": args.tracking_uri}
+    try:
+        config = resolve_paths(load_config(args.study, overrides))
+        learners = selected_learners(config, args.learners)
+        device = resolve_device(config.device)
+        data = load_data(config)
+        check_database(config.storage, "storage")
+        check_tracking_uri(config.tracking_uri)
+    except ConfigError as e:
+        e.file = e.file or args.study
+        print(f"error: {e}", file=sys.stderr)
+        return BAD_INPUT
+    print(format_plan(config, learners, data, device), flush=True)
+    if args.dry_run:
+        return 0
+
+    # Imported after validation: Optuna and MLflow take seconds to import, bad input should not wait.
+    import optuna
+
+    from hpo.study import run_study
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # per-trial lines would break the progress bars
+    for handler in optuna.logging.get_logger("optuna").handlers:  # handler filters see child loggers' records
+        handler.addFilter(drop_interrupt_tracebacks)
+    with stop_signals_as_interrupts():
+        try:
+            table = run_study(config, learners, data, progress=not args.no_progress)
+        except KeyboardInterrupt as interruption:
+            with interrupts_deferred():
+                print(f"\ninterrupted; resume with: {resume_command(argv)}", file=sys.stderr)
+            return exit_code(interruption)
+    print(table)
+    return 0
+
+
+def drop_interrupt_tracebacks(record: logging.LogRecord) -> bool:
+    """Keep Optuna's "trial failed" line for Ctrl-C / SIGTERM but not the traceback of wherever training was."""
+    if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+        record.exc_info = record.exc_text = None
+    return True
+
+
+def resume_command(argv: list[str]) -> str:
+    return shlex.join(["python", "-m", "hpo.run", *argv])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""A whole study: each selected learner in turn, then one summary table for every learner of the study."""
+from __future__ import annotations
+
+import optuna
+
+from hpo.config import StudyConfig
+from hpo.report import LearnerSummary, csv_table, markdown_table, summarize
+from hpo.search import make_storage, study_name
+from hpo.tracking import Tracker
+from hpo.worker import run_worker
+from learners.data import DatasetSplits
+
+SUMMARY_KEY = "study"  # tag naming the study on its summary run
+
+
+def run_study(config: StudyConfig, learners: list[str], data: DatasetSplits, progress: bool = True) -> str:
+    """Run ``learners`` (a subset of the study's); return the summary table (Markdown), also logged to MLflow
+    as ``summary.md`` and ``summary.csv`` on the study's summary run."""
+    for learner in learners:
+        run_worker(config, learner, data, progress)
+    rows = study_summaries(config)
+    table = markdown_table(rows)
+    tracker = Tracker(config.tracking_uri, config.name)
+    run = tracker.reuse_or_start("summary", {SUMMARY_KEY: config.name}, name=f"{config.name}-summary", params={})
+    tracker.log_text(run, table, "summary.md")
+    tracker.log_text(run, csv_table(rows), "summary.csv")
+    tracker.end(run, "FINISHED")
+    return table
+
+
+def study_summaries(config: StudyConfig) -> list[LearnerSummary]:
+    """One row per learner of the study that has been started (even if not selected in this run)."""
+    storage = make_storage(config.storage)
+    rows = []
+    for learner, learner_config in config.learners.items():
+        try:
+            study = optuna.load_study(study_name=study_name(config, learner), storage=storage)
+        except KeyError:  # never started
+            continue
+        rows.append(summarize(study, learner, list(learner_config.space)))
+    return rows

@@ -1,0 +1,125 @@
+"""MLflow bookkeeping with explicit run ids.
+
+MLflow's fluent API keeps the active run per thread; every call here names its run instead, so
+trials, parents and the study summary can be written from any thread or process. Everything
+that goes in (params, tags, artifacts) passes through :func:`hpo.urls.redact`.
+
+Runs, all in one experiment named after the study:
+
+* ``run_role=summary``: one per study, holding the summary table (Markdown and CSV);
+* ``run_role=parent``: one per learner study (tag ``optuna_study``), reused when a study resumes;
+* ``run_role=trial``: one per Optuna trial, nested under its parent (tag ``mlflow.parentRunId``).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunStatus, ViewType
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+from hpo.urls import redact
+
+ROLE_TAG = "run_role"
+STUDY_TAG = "optuna_study"
+TRIAL_TAG = "optuna_trial_number"
+STATE_TAG = "optuna_trial_state"
+RUNNING = RunStatus.to_string(RunStatus.RUNNING)
+
+# MLflow announces its database migrations at INFO on every first use of a file.
+logging.getLogger("mlflow").setLevel(logging.WARNING)
+logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def worker_tags() -> dict[str, str]:
+    return {"worker_host": socket.gethostname(), "worker_pid": str(os.getpid())}
+
+
+class Tracker:
+    """One study's MLflow experiment."""
+
+    def __init__(self, tracking_uri: str, experiment: str):
+        self.client = MlflowClient(tracking_uri)
+        found = self.client.get_experiment_by_name(experiment)
+        if found is None:
+            # With a database backend MLflow puts artifacts in ./mlruns of the working directory.
+            self.experiment_id = self.client.create_experiment(experiment)
+        else:
+            if found.lifecycle_stage == "deleted":
+                self.client.restore_experiment(found.experiment_id)
+            self.experiment_id = found.experiment_id
+
+    def reuse_or_start(self, role: str, key_tags: dict[str, str], name: str, params: dict[str, Any],
+                       tags: dict[str, str] | None = None) -> str:
+        """The run with this role and these tags, reopened as RUNNING; else a new one with ``params``.
+
+        Params are written only when the run is created (MLflow params are immutable); tags are
+        updated every time.
+        """
+        query = " and ".join(f"tags.{k} = '{v}'" for k, v in {ROLE_TAG: role, **key_tags}.items())
+        found = self.client.search_runs([self.experiment_id], query, run_view_type=ViewType.ACTIVE_ONLY,
+                                        max_results=1, order_by=["attributes.start_time ASC"])
+        if found:
+            run_id = found[0].info.run_id
+            self.client.update_run(run_id, status=RUNNING)
+        else:
+            run_id = self.client.create_run(self.experiment_id, run_name=name,
+                                            tags=self._clean({ROLE_TAG: role, **key_tags})).info.run_id
+            self.log_params(run_id, params)
+        self.set_tags(run_id, {**worker_tags(), **(tags or {})})
+        return run_id
+
+    def start_trial_run(self, parent_id: str, study: str, trial_number: int, name: str, tags: dict[str, Any],
+                        params: dict[str, Any]) -> str:
+        """A RUNNING trial run nested under ``parent_id``."""
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=self._clean({
+            MLFLOW_PARENT_RUN_ID: parent_id, ROLE_TAG: "trial", STUDY_TAG: study, TRIAL_TAG: trial_number,
+            **worker_tags(), **tags}))
+        self.log_params(run.info.run_id, params)
+        return run.info.run_id
+
+    def running_children(self, study: str) -> dict[int, str]:
+        """Trial number → run id of the trial runs of ``study`` still marked RUNNING."""
+        query = f"tags.{ROLE_TAG} = 'trial' and tags.{STUDY_TAG} = '{study}' and attributes.status = '{RUNNING}'"
+        runs = self.client.search_runs([self.experiment_id], query, max_results=10_000)
+        return {int(r.data.tags[TRIAL_TAG]): r.info.run_id for r in runs}
+
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        self.client.log_batch(run_id, params=[Param(k, self._text(v)) for k, v in params.items()])
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        now = int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+    def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
+        for key, value in self._clean(tags).items():
+            self.client.set_tag(run_id, key, value)
+
+    def log_json(self, run_id: str, data: Any, artifact_file: str) -> None:
+        self.log_text(run_id, json.dumps(data, indent=2, default=str), artifact_file)
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        self.client.log_text(run_id, redact(text), artifact_file)
+
+    def log_file(self, run_id: str, path: Path) -> None:
+        self.client.log_artifact(run_id, str(path))
+
+    def end(self, run_id: str, status: str, tags: dict[str, Any] | None = None) -> None:
+        """Close a run as FINISHED, FAILED or KILLED."""
+        if tags:
+            self.set_tags(run_id, tags)
+        self.client.set_terminated(run_id, status)
+
+    @staticmethod
+    def _text(value: Any) -> str:
+        return redact(json.dumps(list(value)) if isinstance(value, (list, tuple)) else str(value))
+
+    @classmethod
+    def _clean(cls, tags: dict[str, Any]) -> dict[str, str]:
+        return {k: cls._text(v) for k, v in tags.items()}

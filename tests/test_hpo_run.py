@@ -1,0 +1,200 @@
+"""End to end on synthetic data: trial accounting, pruning, MLflow runs, resume, grid exhaustion, Ctrl-C."""
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import optuna
+import pytest
+import torch
+from mlflow import MlflowClient
+from mlflow.entities import Run
+from optuna.trial import FrozenTrial, TrialState
+
+from hpo.run import main
+from learners import hparam_names
+from tests.test_hpo_config import BASE_STUDY, REPO, study_dict, write_study
+
+LEARNER = "protonet"
+# Seed 1 makes the grid run lr=0.001 first, so the poor lr=0.5 trial that follows is below the
+# median at the first report and is pruned (median pruner, one startup trial).
+GRID_STUDY = study_dict(
+    name="grid", seed=1,
+    learners={LEARNER: {"fixed": {"backbone": "conv4"},
+                        "space": {"lr": {"type": "categorical", "choices": [0.001, 0.002, 0.5]}}}},
+    search={"sampler": "grid", "pruner": {"type": "median", "n_startup_trials": 1}, "n_trials": 5},
+    budget={"iterations": 4, "val_interval": 2, "val_episodes": 16})
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    # Two shared cores: several intra-op threads per process slow training down several-fold.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run_in(directory: Path, *args: str) -> int:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(directory)
+        return main(["study.yaml", "--no-progress", *args])
+
+
+def trials(directory: Path, name: str) -> list[FrozenTrial]:
+    study = optuna.load_study(study_name=f"{name}/{LEARNER}", storage=f"sqlite:///{directory}/optuna.db")
+    return study.get_trials()
+
+
+def runs(directory: Path, name: str, role: str) -> list[Run]:
+    client = MlflowClient(f"sqlite:///{directory}/mlflow.db")
+    experiment = client.get_experiment_by_name(name)
+    return client.search_runs([experiment.experiment_id], f"tags.run_role = '{role}'",
+                              order_by=["attributes.start_time ASC"])
+
+
+def trial_runs(directory: Path, name: str) -> dict[int, Run]:
+    return {int(r.data.tags["optuna_trial_number"]): r for r in runs(directory, name, "trial")}
+
+
+def counted(all_trials: list[FrozenTrial]) -> int:
+    return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in all_trials)
+
+
+@pytest.fixture(scope="module")
+def grid_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
+    directory = tmp_path_factory.mktemp("grid")
+    write_study(directory, GRID_STUDY)
+    return directory, run_in(directory)
+
+
+def test_grid_runs_each_point_once_and_stops(grid_run: tuple[Path, int]) -> None:
+    directory, code = grid_run
+    assert code == 0
+    done = trials(directory, "grid")
+    assert len(done) == 3  # n_trials is 5, the grid has 3 points
+    assert sorted(t.params["lr"] for t in done) == [0.001, 0.002, 0.5]
+
+
+def test_pruned_trials_end_killed_and_complete_ones_finished(grid_run: tuple[Path, int]) -> None:
+    directory, _ = grid_run
+    done, tracked = trials(directory, "grid"), trial_runs(directory, "grid")
+    states = {t.number: t.state for t in done}
+    assert TrialState.PRUNED in states.values() and TrialState.COMPLETE in states.values()
+    expected = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED"}
+    assert {n: tracked[n].info.status for n in states} == {n: expected[s] for n, s in states.items()}
+    assert all(tracked[n].data.tags["optuna_trial_state"] == s.name for n, s in states.items())
+
+
+def test_one_parent_with_nested_trials_test_metrics_and_artifacts(grid_run: tuple[Path, int]) -> None:
+    directory, _ = grid_run
+    client = MlflowClient(f"sqlite:///{directory}/mlflow.db")
+    [parent] = runs(directory, "grid", "parent")
+    assert parent.info.status == "FINISHED" and parent.data.tags["optuna_study"] == f"grid/{LEARNER}"
+    assert {"test_accuracy", "test_ci95", "val_accuracy", "best_trial"} <= set(parent.data.metrics)
+    assert 0.0 <= parent.data.metrics["test_accuracy"] <= 1.0
+    best = max((t for t in trials(directory, "grid") if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+    assert parent.data.metrics["best_trial"] == best.number and parent.data.metrics["val_accuracy"] == best.value
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"config.json", "optimization_history.html", "parallel_coordinate.html"} <= artifacts
+    assert parent.info.artifact_uri.startswith(str(directory / "mlruns"))
+
+    for number, run in trial_runs(directory, "grid").items():
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert set(hparam_names(LEARNER)) <= set(run.data.params)
+        assert {"bn_at_test", "worker_host", "worker_pid"} <= set(run.data.tags)
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
+        assert steps and steps == [2, 4][:len(steps)] and (len(steps) == 2 or run.info.status == "KILLED")
+        assert "config.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
+
+    [summary] = runs(directory, "grid", "summary")
+    assert {"summary.md", "summary.csv"} <= {a.path for a in client.list_artifacts(summary.info.run_id)}
+
+
+def test_resume_adds_only_the_remainder_and_reuses_the_parent(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    write_study(tmp_path, study_dict(name="resume"))
+    assert run_in(tmp_path) == 0
+    assert counted(trials(tmp_path, "resume")) == 2
+    assert run_in(tmp_path, "--n-trials", "4") == 0
+    after = trials(tmp_path, "resume")
+    assert len(after) == counted(after) == 4
+    assert len(runs(tmp_path, "resume", "parent")) == 1 and sorted(trial_runs(tmp_path, "resume")) == [0, 1, 2, 3]
+    tests_logged = len(MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_metric_history(
+        runs(tmp_path, "resume", "parent")[0].info.run_id, "test_accuracy"))
+
+    capsys.readouterr()
+    assert run_in(tmp_path, "--n-trials", "4") == 0  # finished: prints the summary only
+    out = capsys.readouterr().out
+    assert "nothing to run" in out and f"| {LEARNER} |" in out
+    assert len(trials(tmp_path, "resume")) == 4
+    [parent] = runs(tmp_path, "resume", "parent")
+    assert len(MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_metric_history(
+        parent.info.run_id, "test_accuracy")) == tests_logged
+
+
+@pytest.mark.parametrize("sampler, pruner", [("gp", "hyperband"), ("random", "none")])
+def test_other_samplers_and_pruners_complete_the_total(sampler: str, pruner: str, tmp_path: Path) -> None:
+    write_study(tmp_path, study_dict(name=sampler, search={"sampler": sampler, "pruner": pruner, "n_trials": 3}))
+    assert run_in(tmp_path) == 0
+    assert counted(trials(tmp_path, sampler)) == 3
+
+
+def wait_for_running_trial(directory: Path, process: subprocess.Popen, timeout: float = 180) -> None:
+    """Until Optuna has a RUNNING trial and MLflow its RUNNING run (read straight from the databases)."""
+    query_optuna = "SELECT count(*) FROM trials WHERE state = 'RUNNING'"
+    query_mlflow = ("SELECT count(*) FROM runs r JOIN tags t ON r.run_uuid = t.run_uuid "
+                    "WHERE t.key = 'run_role' AND t.value = 'trial' AND r.status = 'RUNNING'")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        try:
+            with sqlite3.connect(directory / "optuna.db", timeout=5) as optuna_db, \
+                    sqlite3.connect(directory / "mlflow.db", timeout=5) as mlflow_db:
+                if optuna_db.execute(query_optuna).fetchone()[0] and mlflow_db.execute(query_mlflow).fetchone()[0]:
+                    return
+        except sqlite3.OperationalError:  # files or tables not created yet
+            pass
+        time.sleep(0.5)
+    raise AssertionError("no trial started in time")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupt_fails_the_trial_kills_its_run_and_a_rerun_completes(stop: signal.Signals, exit_code: int,
+                                                                       tmp_path: Path) -> None:
+    long_budget = {"iterations": 100_000, "val_interval": 10, "val_episodes": 4}
+    write_study(tmp_path, study_dict(name="stop", budget=long_budget))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen([sys.executable, "-m", "hpo.run", "study.yaml", "--no-progress"], cwd=tmp_path,
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_running_trial(tmp_path, process)
+        time.sleep(1.0)
+        process.send_signal(stop)
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == exit_code, err
+    assert err.rstrip().splitlines()[-1] == "interrupted; resume with: python -m hpo.run study.yaml --no-progress"
+
+    [stopped, *queued] = trials(tmp_path, "stop")
+    assert stopped.state == TrialState.FAIL
+    assert [(t.state, t.params) for t in queued] == [(TrialState.WAITING, stopped.params)]
+    assert trial_runs(tmp_path, "stop")[stopped.number].info.status == "KILLED"
+    assert runs(tmp_path, "stop", "parent")[0].info.status == "KILLED"
+
+    write_study(tmp_path, study_dict(name="stop"))  # same study, short budget: the rerun finishes quickly
+    assert run_in(tmp_path) == 0
+    after = trials(tmp_path, "stop")
+    assert counted(after) == BASE_STUDY["search"]["n_trials"]
+    assert after[1].params == stopped.params and after[1].state != TrialState.WAITING
+    assert {r.info.status for r in trial_runs(tmp_path, "stop").values()} <= {"FINISHED", "KILLED", "FAILED"}
+    [parent] = runs(tmp_path, "stop", "parent")
+    assert parent.info.status == "FINISHED"
