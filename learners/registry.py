@@ -4,11 +4,20 @@ from __future__ import annotations
 from dataclasses import fields
 
 from learners.base import HParams, Learner
+from learners.baseline import ClassifierBaseline, MetaBaseline
 from learners.data.episodes import TaskSpec
+from learners.finetune import FineTuneBaseline
+from learners.maml import MAML
 from learners.protonet import ProtoNet
+from learners.reptile import Reptile
 
 LEARNERS: dict[str, type[Learner]] = {
     "protonet": ProtoNet,
+    "classifier_baseline": ClassifierBaseline,
+    "meta_baseline": MetaBaseline,
+    "finetune": FineTuneBaseline,
+    "maml": MAML,
+    "reptile": Reptile,
 }
 
 
