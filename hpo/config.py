@@ -13,11 +13,11 @@ from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, TypeAdapter,
-                      ValidationError, field_validator, model_validator)
+                      ValidationError, model_validator)
 
 from learners import BACKBONES, learner_class
 from learners.registry import LEARNERS, hparam_names
-from hpo.urls import resolve_sqlite
+from hpo.urls import is_postgresql, journal_path, redact, resolve_sqlite
 
 Scalar = Union[None, bool, int, float, str]
 
@@ -158,20 +158,22 @@ class SearchConfig(Strict):
     n_trials: PositiveInt | None = None   # total per learner, over all runs (resume runs the remainder)
     timeout: PositiveFloat | None = None  # seconds per learner per run
     workers: PositiveInt = 1
+    # A RUNNING trial whose process sent no heartbeat for grace_period seconds (killed, machine lost)
+    # is failed and queued again by the next worker or the next start.
+    heartbeat_interval: PositiveInt = 10
+    grace_period: PositiveInt = 30
+    # Failed trials do not count towards n_trials, so a study whose every trial fails would never end:
+    # this many failures in a row stop the run (exit 1) instead.
+    max_consecutive_failures: PositiveInt = 10
 
     @model_validator(mode="after")
     def _check(self) -> "SearchConfig":
         if self.n_trials is None and self.timeout is None:
             raise ValueError("give n_trials and/or timeout")
+        if self.grace_period <= self.heartbeat_interval:
+            raise ValueError(f"grace_period ({self.grace_period}) must be longer than "
+                             f"heartbeat_interval ({self.heartbeat_interval})")
         return self
-
-    @field_validator("workers")
-    @classmethod
-    def _one_worker(cls, workers: int) -> int:
-        # Several workers need a storage that many processes can share (PostgreSQL / journal): not yet.
-        if workers != 1:
-            raise ValueError("only workers: 1 is supported for now")
-        return workers
 
 
 class BudgetConfig(Strict):
@@ -218,6 +220,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> St
     try:
         config = StudyConfig.model_validate(raw)
         check_learners(config)
+        check_workers(config)
     except ValidationError as e:
         error = e.errors()[0]
         raise ConfigError(_error_message(error), _dotted(error["loc"]), file) from None
@@ -225,6 +228,16 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> St
         e.file = file
         raise
     return config
+
+
+def check_workers(config: StudyConfig) -> None:
+    """Several workers need a storage many processes can write at once (SQLite is unsafe for that)."""
+    workers = config.search.workers
+    # The storages hpo.budget can lock, so that n_trials stays a total over all workers.
+    if workers > 1 and journal_path(config.storage) is None and not is_postgresql(config.storage):
+        raise ConfigError(f"{workers} workers need a storage that several processes can share: "
+                          f"journal:///optuna.journal (this machine) or postgresql://user@host/db (many machines), "
+                          f"not {redact(config.storage).split(':', 1)[0]}", "search.workers")
 
 
 def selected_learners(config: StudyConfig, names: list[str] | None) -> list[str]:
@@ -307,6 +320,9 @@ def check_learners(config: StudyConfig) -> None:
         _check_hparams(name, learner.fixed, f"{path}.fixed")
         for key, param in learner.space.items():
             _check_param(name, learner.fixed, hints[key], key, param, f"{path}.space.{key}")
+            if isinstance(param, MilestonesParam) and (param.count or 0) >= config.budget.iterations:
+                raise ConfigError(f"{param.count} milestones cannot fall on distinct iterations of "
+                                  f"budget.iterations = {config.budget.iterations}", f"{path}.space.{key}.count")
         if config.search.sampler == "grid":
             grid_search_space(learner.space, f"{path}.space")
 

@@ -2,9 +2,13 @@
 
 The trial's value is the validation accuracy at the end of training (the model the final test
 re-trains and scores), reported at every validation so the pruner can stop poor trials early.
+
+A trial whose training diverges or whose learner raises ends FAIL, with the reason as the
+``failure_reason`` tag and user attribute (see :mod:`hpo.faults`); the study replaces it.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import MISSING, asdict, fields
 from typing import Any
 
@@ -12,6 +16,7 @@ import optuna
 from optuna.trial import TrialState
 
 from hpo.config import LearnerConfig
+from hpo.faults import FAILURE_REASON, RUN_FAULTS, TrialFailed, failure_reason
 from hpo.space import suggest
 from hpo.tracking import STATE_TAG, Tracker
 from hpo.training import LearnerTask
@@ -62,30 +67,36 @@ class Objective:
             self.parent_run, self.study, trial.number, f"{learner}-trial-{trial.number:04d}",
             tags={"learner": learner, "bn_at_test": learner_class(learner).bn_at_test, STATE_TAG: "RUNNING"},
             params=every)
-        self.tracker.log_json(run_id, {**self.settings, "learner": learner, "trial": trial.number, "hparams": every},
-                              "config.json")
         state, interrupted, tags = TrialState.FAIL, False, {}
         try:
+            self.tracker.log_json(run_id, {**self.settings, "learner": learner, "trial": trial.number,
+                                           "hparams": every}, "config.json")
             _, history = self.task.train(hparams, lambda point: self._validated(trial, run_id, point), self.progress)
             state = TrialState.COMPLETE
             return history[-1].val_accuracy
         except optuna.TrialPruned:
             state = TrialState.PRUNED
             raise
-        except TrainingDiverged as e:
-            # Divergence is an outcome of the hyperparameters: the sampler should learn from it, so the
-            # trial ends PRUNED (it counts) rather than FAIL (ignored by samplers, retried by reruns).
-            state, tags["diverged"] = TrialState.PRUNED, str(e)
-            trial.set_user_attr("diverged", str(e))
-            raise optuna.TrialPruned(f"training diverged: {e}") from None
         except KeyboardInterrupt:
             interrupted = True
             raise
-        except Exception as e:
-            tags["error"] = f"{type(e).__name__}: {e}".splitlines()[0]
+        except RUN_FAULTS as e:  # storage or tracking lost: the run stops, Optuna fails the trial
+            tags[FAILURE_REASON] = failure_reason(e)
             raise
+        except TrainingDiverged as e:
+            tags[FAILURE_REASON] = self._failed(trial, f"diverged: {e}")
+            # No accuracy to report: Optuna fails a trial that returns NaN, with one log line (no traceback).
+            return math.nan
+        except Exception as e:
+            tags[FAILURE_REASON] = self._failed(trial, failure_reason(e))
+            raise TrialFailed(tags[FAILURE_REASON]) from e
         finally:
             self.tracker.end(run_id, run_status(state, interrupted), {STATE_TAG: state.name, **tags})
+
+    @staticmethod
+    def _failed(trial: optuna.Trial, reason: str) -> str:
+        trial.set_user_attr(FAILURE_REASON, reason)
+        return reason
 
     def _validated(self, trial: optuna.Trial, run_id: str, point: ValidationPoint) -> None:
         metrics = {k: v for k, v in asdict(point).items() if k != "step"}

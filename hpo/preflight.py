@@ -5,15 +5,18 @@ leaves no storage file, no MLflow database and no artifact folder behind.
 """
 from __future__ import annotations
 
+import os
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import sqlalchemy
 import torch
 
 from hpo.config import ConfigError, StudyConfig
-from hpo.urls import SQLITE_PREFIX, redact, sqlite_path
-from learners.data import DataError, DatasetSplits, TaskSpec, load_dataset
+from hpo.faults import first_line
+from hpo.urls import SQLITE_PREFIX, journal_path, redact, sqlite_path
+from learners.data import DATASETS, DataError, DatasetSplits, TaskSpec, load_dataset
 
 
 def resolve_device(name: str) -> torch.device:
@@ -26,6 +29,8 @@ def resolve_device(name: str) -> torch.device:
 def load_data(config: StudyConfig) -> DatasetSplits:
     """Load the dataset and check that every split can form the study's episodes."""
     dataset = config.dataset
+    if dataset.name not in DATASETS:
+        raise ConfigError(f"unknown dataset '{dataset.name}' (choose from {', '.join(DATASETS)})", "dataset.name")
     if dataset.root is not None and not dataset.root.is_dir():
         raise ConfigError(f"no such directory: {dataset.root}", "dataset.root")
     try:
@@ -33,7 +38,7 @@ def load_data(config: StudyConfig) -> DatasetSplits:
         spec = task_spec(config)
         for split in (data.train, data.val, data.test):
             split.check_spec(spec)
-    except DataError as e:
+    except DataError as e:  # the message names the setting (ways=..., shots+queries=...)
         raise ConfigError(str(e), "dataset") from None
     return data
 
@@ -44,41 +49,59 @@ def task_spec(config: StudyConfig) -> TaskSpec:
 
 def check_database(url: str, field: str) -> None:
     """A SQLite file must be creatable (its folder exists); other databases must accept a connection."""
+    journal = journal_path(url)
+    if journal is not None:  # Optuna's journal file (storage only)
+        if not journal.parent.is_dir():
+            raise ConfigError(f"the folder of the journal file does not exist: {journal.parent}", field)
+        return
     if url.startswith(SQLITE_PREFIX):
         path = sqlite_path(url)
-        if path is not None and not path.parent.is_dir():
-            raise ConfigError(f"the folder of the SQLite file does not exist: {path.parent}", field)
+        if path is None:  # in memory
+            return
+        if not path.parent.is_dir():
+            raise ConfigError(f"the folder of the SQLite file does not exist (or is not a folder): {path.parent}",
+                              field)
+        if path.is_dir():
+            raise ConfigError(f"the SQLite file is a folder: {path}", field)
+        if not os.access(path if path.exists() else path.parent, os.W_OK):  # root passes: a file stops it
+            raise ConfigError(f"the SQLite file cannot be written: {path}", field)
         return
     try:
         engine = sqlalchemy.create_engine(url)
     except ImportError as e:
         # SQLAlchemy 2.1 maps postgresql:// to psycopg 3; this project ships psycopg2.
-        raise ConfigError(f"no database driver for {redact(url)} ({_first_line(e)}); for PostgreSQL with "
+        raise ConfigError(f"no database driver for {redact(url)} ({first_line(e)}); for PostgreSQL with "
                           f"psycopg2 write postgresql+psycopg2://", field) from None
     except Exception as e:  # bad URL syntax
-        raise ConfigError(f"invalid database URL {redact(url)}: {_first_line(e)}", field) from None
+        raise ConfigError(f"invalid database URL {redact(url)}: {first_line(e)}", field) from None
     try:
         with engine.connect():
             pass
     except Exception as e:
-        raise ConfigError(f"cannot connect to {redact(url)}: {_first_line(e)}", field) from None
+        raise ConfigError(f"cannot connect to {redact(url)}: {first_line(e)}", field) from None
     finally:
         engine.dispose()
 
 
 def check_tracking_uri(uri: str, field: str = "tracking_uri") -> None:
-    """MLflow tracking: a database URL (checked as above) or an MLflow server that answers ``/health``."""
+    """MLflow tracking: a database URL (checked as above, with its artifact folder) or an MLflow server
+    that answers ``/health``."""
     if uri.startswith(("http://", "https://")):
         try:
             urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10).close()
         except (urllib.error.URLError, OSError) as e:
-            raise ConfigError(f"MLflow server {redact(uri)} does not answer: {_first_line(e)}", field) from None
+            raise ConfigError(f"MLflow server {redact(uri)} does not answer: {first_line(e)}", field) from None
         return
     if "://" not in uri:
         raise ConfigError(f"expected a database URL (sqlite:///mlflow.db) or an http(s) MLflow server, "
                           f"got '{redact(uri)}'", field)
     check_database(uri, field)
+    check_artifact_folder(Path.cwd() / "mlruns", field)
 
 
-def _first_line(error: BaseException) -> str:
-    return redact(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
+def check_artifact_folder(folder: Path, field: str) -> None:
+    """With a database backend, MLflow puts new experiments' artifacts in ./mlruns of the working directory."""
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"MLflow keeps artifacts in {folder}, which is not a folder", field)
+    if not os.access(folder if folder.exists() else folder.parent, os.W_OK):
+        raise ConfigError(f"MLflow keeps artifacts in {folder}, which cannot be written", field)

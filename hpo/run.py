@@ -1,7 +1,8 @@
 """Command line: ``python -m hpo.run STUDY.yaml [options]`` (also the ``fewshot-hpo`` console script).
 
-Exit codes: 0 done, 2 bad input (one ``error: <file>: <field>: <message>`` line, nothing written),
-130 interrupted by Ctrl-C, 143 by SIGTERM (rerun the same command to resume).
+Exit codes: 0 done, 1 a fault stopped the run (storage or tracking lost, disk full, too many failed
+trials: one ``error:`` line; rerun to resume), 2 bad input (one ``error: <file>: <field>: <message>``
+line, nothing written), 130 interrupted by Ctrl-C, 143 by SIGTERM (rerun the same command to resume).
 """
 from __future__ import annotations
 
@@ -9,24 +10,34 @@ import argparse
 import logging
 import shlex
 import sys
+from typing import NoReturn
 
 from hpo.config import ConfigError, load_config, resolve_paths, selected_learners
+from hpo.faults import RUN_FAULTS, fault_message
 from hpo.interrupts import exit_code, interrupts_deferred, stop_signals_as_interrupts
 from hpo.plan import format_plan
 from hpo.preflight import check_database, check_tracking_uri, load_data, resolve_device
 
+FAULT = 1
 BAD_INPUT = 2
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A command-line mistake is one ``error:`` line and exit code 2 (argparse would add the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(BAD_INPUT, f"error: {message} (see --help)\n")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m hpo.run", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m hpo.run", description=__doc__.splitlines()[0])
     parser.add_argument("study", help="study file (YAML)")
     parser.add_argument("--n-trials", type=int, help="total trials per learner (overrides search.n_trials)")
     parser.add_argument("--storage", help="Optuna storage URL (overrides storage)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (overrides tracking_uri)")
     parser.add_argument("--learners", type=lambda text: [n.strip() for n in text.split(",") if n.strip()],
                         help="comma-separated learners of the study to run (default: all)")
-    parser.add_argument("--workers", type=int, help="parallel workers (overrides search.workers)")
+    parser.add_argument("--workers", type=int, help="worker processes on this machine (overrides search.workers)")
     parser.add_argument("--dry-run", action="store_true",
                         help="validate, load the data and print the plan; write nothing")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -54,13 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     # Imported after validation: Optuna and MLflow take seconds to import, bad input should not wait.
-    import optuna
-
     from hpo.study import run_study
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # per-trial lines would break the progress bars
-    for handler in optuna.logging.get_logger("optuna").handlers:  # handler filters see child loggers' records
-        handler.addFilter(drop_interrupt_tracebacks)
+    quiet_optuna_logging()
     with stop_signals_as_interrupts():
         try:
             table = run_study(config, learners, data, progress=not args.no_progress)
@@ -68,13 +75,29 @@ def main(argv: list[str] | None = None) -> int:
             with interrupts_deferred():
                 print(f"\ninterrupted; resume with: {resume_command(argv)}", file=sys.stderr)
             return exit_code(interruption)
+        except Exception as error:
+            message = fault_message(error, config)
+            if message is None:
+                raise  # a bug: keep the traceback
+            print(f"error: {message}", file=sys.stderr)
+            return FAULT
     print(table)
     return 0
 
 
-def drop_interrupt_tracebacks(record: logging.LogRecord) -> bool:
-    """Keep Optuna's "trial failed" line for Ctrl-C / SIGTERM but not the traceback of wherever training was."""
-    if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+def quiet_optuna_logging() -> None:
+    """Warnings only (per-trial lines would break the progress bars), without tracebacks already reported."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for handler in optuna.logging.get_logger("optuna").handlers:  # handler filters see child loggers' records
+        handler.addFilter(drop_reported_tracebacks)
+
+
+def drop_reported_tracebacks(record: logging.LogRecord) -> bool:
+    """Keep Optuna's "trial failed" line for Ctrl-C / SIGTERM and for faults (reported as one ``error:`` line
+    at the end), but not the traceback of wherever training was."""
+    if record.exc_info and isinstance(record.exc_info[1], (KeyboardInterrupt, *RUN_FAULTS)):
         record.exc_info = record.exc_text = None
     return True
 

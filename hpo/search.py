@@ -1,24 +1,28 @@
 """Optuna side of a study: storage with heartbeats, seeded samplers, pruners, trial accounting.
 
-Trial accounting: ``n_trials`` is a total per learner over all runs. COMPLETE and PRUNED trials
-count towards it; FAILED trials do not (a crash must not silently use up the budget), so a rerun
-tops the study up. Interrupted trials (Ctrl-C, SIGTERM, or a killed process detected by its stale
-heartbeat) are failed and queued again with the same parameters.
+Trial accounting: ``n_trials`` is a total per learner over all runs and all workers (enforced by
+:class:`hpo.budget.BudgetedStudy`). COMPLETE and PRUNED trials count towards it; FAILED trials do
+not (a crash must not silently use up the budget), so they are replaced. Interrupted trials
+(Ctrl-C, SIGTERM, or a killed process detected by its stale heartbeat or, without heartbeats, by
+its dead process id) are failed and queued again with the same parameters.
 """
 from __future__ import annotations
 
+import os
+import socket
 import warnings
+import zlib
 from collections import Counter
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo.budget import WORKER_ATTR, BudgetedStudy, grid_points, queue_grid, study_lock
 from hpo.config import PrunerConfig, SearchConfig, StudyConfig
+from hpo.reconnect import ReconnectingRDBStorage
 from hpo.space import grid_search_space
+from hpo.urls import journal_path
 
-HEARTBEAT_INTERVAL_S = 10
-# A trial whose process has not written a heartbeat for this long is failed (and retried).
-GRACE_PERIOD_S = 30
 COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -26,29 +30,44 @@ def study_name(config: StudyConfig, learner: str) -> str:
     return f"{config.name}/{learner}"
 
 
-def make_storage(url: str) -> optuna.storages.BaseStorage:
+def make_storage(url: str, search: SearchConfig | None = None) -> optuna.storages.BaseStorage:
+    """The storage at ``url``; trials run with ``search`` send heartbeats (readers pass none).
+
+    ``journal:///file.journal`` is Optuna's JournalStorage in a file, safe for many processes on
+    one machine; it has no heartbeats (see :func:`fail_stale_trials`).
+    """
+    journal = journal_path(url)
+    if journal is not None:
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
-            url, heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S,
+        if search is None:
+            return ReconnectingRDBStorage(url)
+        return ReconnectingRDBStorage(
+            url, heartbeat_interval=search.heartbeat_interval, grace_period=search.grace_period,
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback())
 
 
-def make_sampler(config: StudyConfig, learner: str, stored_trials: int) -> optuna.samplers.BaseSampler:
+def make_sampler(config: StudyConfig, learner: str, stored_trials: int,
+                 worker: str = "") -> optuna.samplers.BaseSampler:
     """A sampler seeded from the study seed.
 
     Random draws are seeded with the seed plus the number of trials already stored, so a resumed
-    search does not replay the draws of the first run, yet reruns stay reproducible. The grid keeps
-    the plain seed: its shuffled order defines the grid-point ids stored with each trial.
+    search does not replay the draws of the first run, yet reruns stay reproducible; each parallel
+    ``worker`` (a name unique in the study) adds its own offset, so workers do not draw the same
+    values. A grid's points are queued up front with every parameter fixed (see
+    :func:`hpo.budget.queue_grid`), so its sampler is never asked.
     """
-    sampler, seed = config.search.sampler, config.seed + stored_trials
-    if sampler == "grid":
-        return optuna.samplers.GridSampler(grid_search_space(config.learners[learner].space, learner), seed=config.seed)
+    sampler = config.search.sampler
+    seed = config.seed + stored_trials + (zlib.crc32(worker.encode()) if worker else 0)
     if sampler == "gp":
         return optuna.samplers.GPSampler(seed=seed)
-    if sampler == "random":
+    if sampler in ("random", "grid"):
         return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # constant_liar: running trials of other workers count as poor, so workers spread out.
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
 
 
 def make_pruner(pruner: PrunerConfig, iterations: int, val_interval: int) -> optuna.pruners.BasePruner:
@@ -62,14 +81,21 @@ def make_pruner(pruner: PrunerConfig, iterations: int, val_interval: int) -> opt
     return optuna.pruners.NopPruner()
 
 
-def open_study(config: StudyConfig, learner: str, storage: optuna.storages.BaseStorage) -> optuna.Study:
-    """Create or load ``<study>/<learner>`` with its pruner and a freshly seeded sampler."""
-    study = optuna.create_study(storage=storage, study_name=study_name(config, learner), direction="maximize",
-                                load_if_exists=True,
-                                pruner=make_pruner(config.search.pruner, config.budget.iterations,
-                                                   config.budget.val_interval))
-    study.sampler = make_sampler(config, learner, len(study.get_trials(deepcopy=False)))
-    return study
+def open_study(config: StudyConfig, learner: str, storage: optuna.storages.BaseStorage,
+               worker: str = "") -> BudgetedStudy:
+    """Create or load ``<study>/<learner>`` with its pruner, a freshly seeded sampler and its trial budget."""
+    name = study_name(config, learner)
+    stored = optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True)
+    grid = config.search.sampler == "grid"
+    return BudgetedStudy(name, storage, make_sampler(config, learner, len(stored.get_trials(deepcopy=False)), worker),
+                         make_pruner(config.search.pruner, config.budget.iterations, config.budget.val_interval),
+                         study_lock(config.storage, name), total=config.search.n_trials, queued_only=grid)
+
+
+def queue_grid_points(config: StudyConfig, learner: str, study: BudgetedStudy) -> None:
+    """A grid study: queue the points not yet taken, in the seeded order (no-op for other samplers)."""
+    if config.search.sampler == "grid":
+        queue_grid(study, grid_points(grid_search_space(config.learners[learner].space, learner), config.seed))
 
 
 def trial_counts(study: optuna.Study) -> Counter[TrialState]:
@@ -81,16 +107,6 @@ def counted_trials(study: optuna.Study) -> int:
     return sum(counts[state] for state in COUNTED_STATES)
 
 
-def remaining_trials(study: optuna.Study, search: SearchConfig) -> int | None:
-    """Trials still to run towards ``n_trials`` (``None``: no total, the timeout alone bounds the run)."""
-    if isinstance(study.sampler, optuna.samplers.GridSampler) and study.sampler.is_exhausted(study):
-        # Every grid point has been tried; only re-queued interrupted points are left.
-        return trial_counts(study)[TrialState.WAITING]
-    if search.n_trials is None:
-        return None
-    return max(0, search.n_trials - counted_trials(study))
-
-
 def retry_trial(study: optuna.Study, trial: FrozenTrial) -> None:
     """Queue an interrupted trial again with the same parameters (and grid point)."""
     with warnings.catch_warnings():
@@ -98,8 +114,26 @@ def retry_trial(study: optuna.Study, trial: FrozenTrial) -> None:
         optuna.storages.RetryHeartbeatStaleTrialCallback()(study, trial)
 
 
-def fail_stale_trials(study: optuna.Study) -> None:
-    """Fail (and queue again) trials whose process stopped sending heartbeats."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
+def fail_stale_trials(study: BudgetedStudy, storage_url: str) -> None:
+    """Fail (and queue again) trials whose process is gone: its heartbeats stopped or, in a journal file
+    (no heartbeats, one machine), its process id no longer exists."""
+    if journal_path(storage_url) is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        return
+    with study.lock():
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            worker = trial.user_attrs.get(WORKER_ATTR)
+            if worker and worker["host"] == socket.gethostname() and not _process_exists(worker["pid"]):
+                retry_trial(study, study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True))
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True

@@ -7,7 +7,7 @@ from hpo.config import StudyConfig
 from hpo.report import LearnerSummary, csv_table, markdown_table, summarize
 from hpo.search import make_storage, study_name
 from hpo.tracking import Tracker
-from hpo.worker import run_worker
+from hpo.coordinator import run_learner
 from learners.data import DatasetSplits
 
 SUMMARY_KEY = "study"  # tag naming the study on its summary run
@@ -17,7 +17,7 @@ def run_study(config: StudyConfig, learners: list[str], data: DatasetSplits, pro
     """Run ``learners`` (a subset of the study's); return the summary table (Markdown), also logged to MLflow
     as ``summary.md`` and ``summary.csv`` on the study's summary run."""
     for learner in learners:
-        run_worker(config, learner, data, progress)
+        run_learner(config, learner, data, progress)
     rows = study_summaries(config)
     table = markdown_table(rows)
     tracker = Tracker(config.tracking_uri, config.name)

@@ -9,21 +9,27 @@ Runs, all in one experiment named after the study:
 * ``run_role=summary``: one per study, holding the summary table (Markdown and CSV);
 * ``run_role=parent``: one per learner study (tag ``optuna_study``), reused when a study resumes;
 * ``run_role=trial``: one per Optuna trial, nested under its parent (tag ``mlflow.parentRunId``).
+
+Every MLflow error, and every file-system error writing artifacts (disk full, ``mlruns`` not
+writable), becomes a :class:`TrackingError`: one line naming the tracking URI, which stops the run.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, ViewType
+from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
+from hpo.faults import RunAborted, first_line
 from hpo.urls import redact
 
 ROLE_TAG = "run_role"
@@ -41,11 +47,34 @@ def worker_tags() -> dict[str, str]:
     return {"worker_host": socket.gethostname(), "worker_pid": str(os.getpid())}
 
 
+class TrackingError(RunAborted):
+    """MLflow (or the disk holding its artifacts) failed; the run cannot be tracked."""
+
+
+class ReportingClient:
+    """An ``MlflowClient`` whose errors are :class:`TrackingError` (MLflow retries HTTP requests itself)."""
+
+    def __init__(self, tracking_uri: str):
+        self._client, self._uri = MlflowClient(tracking_uri), redact(tracking_uri)
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self._client, name)
+
+        @functools.wraps(method)
+        def reported(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(*args, **kwargs)
+            except (MlflowException, OSError) as e:  # OSError: artifacts, and requests' connection errors
+                raise TrackingError(f"MLflow tracking at {self._uri} failed: {first_line(e)}") from e
+
+        return reported
+
+
 class Tracker:
     """One study's MLflow experiment."""
 
     def __init__(self, tracking_uri: str, experiment: str):
-        self.client = MlflowClient(tracking_uri)
+        self.client = ReportingClient(tracking_uri)
         found = self.client.get_experiment_by_name(experiment)
         if found is None:
             # With a database backend MLflow puts artifacts in ./mlruns of the working directory.

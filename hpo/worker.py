@@ -1,99 +1,114 @@
-"""One learner's study, start to finish: search (or resume) to the total, final test, plots.
+"""Trials of one learner's study until its total is reached: the loop every worker runs, and the
+worker process ``python -m hpo.worker`` that :mod:`hpo.coordinator` starts for ``--workers N``.
 
-:func:`run_worker` is self-contained (it opens its own storage and tracker and loads data when
-not given) so that several worker processes can later run it side by side on a shared storage.
+A worker process gets its job as JSON on stdin, opens the study, tracker and data itself, and
+runs trials until the study's total (over all workers) is reached or its timeout passes.
 """
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-from typing import Any
+import os
+import sys
+import time
+from typing import Any, Callable
 
 import optuna
+import torch
 from optuna.trial import TrialState
-from tqdm.auto import tqdm
+from pydantic import BaseModel
 
-from hpo.config import StudyConfig
-from hpo.final_test import final_test_is_current, run_final_test
-from hpo.interrupts import interrupts_deferred
-from hpo.objective import Objective, run_status
+from hpo.budget import BudgetedStudy, NoTrialsLeft
+from hpo.config import SearchConfig, StudyConfig, check_learners
+from hpo.faults import FailureLimit, TrialFailed, fault_message
+from hpo.interrupts import exit_code, interrupts_deferred, stop_signals_as_interrupts
+from hpo.objective import Objective
 from hpo.preflight import load_data, resolve_device, task_spec
-from hpo.report import LearnerSummary, summarize, write_plots
-from hpo.search import (COUNTED_STATES, counted_trials, fail_stale_trials, make_storage, open_study,
-                        remaining_trials, retry_trial)
-from hpo.tracking import STATE_TAG, STUDY_TAG, Tracker
+from hpo.search import make_storage, open_study, retry_trial
+from hpo.timing import TimedObjective
+from hpo.tracking import Tracker
 from hpo.training import LearnerTask
 from learners import Budget
 from learners.data import DatasetSplits
 
+FAULT = 1  # exit code of a worker process stopped by a fault (its one-line error is on stderr)
 
-def run_worker(config: StudyConfig, learner: str, data: DatasetSplits | None = None,
-               progress: bool = True) -> LearnerSummary:
-    """Run or resume ``<study>/<learner>``; on Ctrl-C / SIGTERM leave both stores consistent and re-raise."""
-    task = learner_task(config, learner, data if data is not None else load_data(config))
-    study = open_study(config, learner, make_storage(config.storage))
-    tracker = Tracker(config.tracking_uri, config.name)
-    fail_stale_trials(study)
-    close_orphan_runs(tracker, study)
-    remaining = remaining_trials(study, config.search)
-    searched = list(config.learners[learner].space)
-    if remaining == 0 and final_test_is_current(study, config.test.episodes):
-        print(f"{study.study_name}: complete with {counted_trials(study)} trials, nothing to run")
-        return summarize(study, learner, searched)
 
-    parent = tracker.reuse_or_start("parent", {STUDY_TAG: study.study_name}, name=learner,
-                                    params=parent_params(config, learner),
-                                    tags={"learner": learner, "n_trials_target": config.search.n_trials or "-"})
-    tracker.log_json(parent, config.model_dump(mode="json"), "config.json")
-    objective = Objective(task, config.learners[learner], tracker, parent, study.study_name,
-                          trial_settings(config, task), progress)
+def run_trials(study: BudgetedStudy, objective: Callable[[optuna.Trial], float], search: SearchConfig,
+               deadline: float | None, on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None
+               ) -> bool:
+    """Run trials in this process until the study's total is reached (True) or the deadline passes (False).
+
+    A failed trial (it diverged or the learner raised) is recorded and replaced by another, up to
+    ``search.max_consecutive_failures`` in a row; faults of storage or tracking stop the run.
+    """
+    callbacks = [FailureLimit(search.max_consecutive_failures), *([on_trial] if on_trial else [])]
     try:
-        if remaining != 0:
-            run_trials(study, objective, remaining, config.search.timeout, progress)
-        close_orphan_runs(tracker, study)
-        if not final_test_is_current(study, config.test.episodes):
-            result = run_final_test(study, task, config.test.episodes, progress)
-            tracker.log_metrics(parent, {"test_accuracy": result["test_accuracy"], "test_ci95": result["test_ci95"],
-                                         "val_accuracy": result["val_accuracy"], "best_trial": result["trial"],
-                                         "retrain_val_accuracy": result["retrain_val_accuracy"]})
-            tracker.log_json(parent, study.best_trial.user_attrs["hparams"], "best_hparams.json")
-        log_plots(tracker, parent, study)
-        tracker.end(parent, "FINISHED")
+        study.optimize(objective, timeout=seconds_left(deadline), catch=(TrialFailed,), callbacks=callbacks)
+    except NoTrialsLeft:
+        return True
+    return False
+
+
+def seconds_left(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+class WorkerJob(BaseModel):
+    """What a worker process needs, sent as JSON on its stdin (never on the command line: passwords)."""
+
+    config: StudyConfig
+    learner: str
+    parent_run: str   # the learner's MLflow parent run, created by the coordinating process
+    worker: str       # unique among the study's workers; seeds the worker's sampler
+    timeout: float | None
+    threads: int
+
+
+def main() -> int:
+    """``python -m hpo.worker``: run trials of the job on stdin until the study's total is reached.
+
+    Exit codes: 0 done (total reached or timeout), 1 a fault (one ``error:`` line), 130 / 143 stopped
+    by Ctrl-C / SIGTERM (the trial it ran is queued again).
+    """
+    from hpo.run import quiet_optuna_logging  # the command line's settings, for the same output
+
+    job = WorkerJob.model_validate_json(sys.stdin.read())
+    check_learners(job.config)  # coerces fixed values and choices to the learners' types again
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(job.threads)
+    quiet_optuna_logging()
+    with stop_signals_as_interrupts():
+        try:
+            run_trial_worker(job)
+        except KeyboardInterrupt as interruption:
+            return exit_code(interruption)
+        except Exception as error:
+            message = fault_message(error, job.config)
+            if message is None:
+                raise  # a bug: keep the traceback
+            print(f"error: worker {job.worker}: {message}", file=sys.stderr)
+            return FAULT
+    return 0
+
+
+def run_trial_worker(job: WorkerJob) -> None:
+    config = job.config
+    task = learner_task(config, job.learner, load_data(config))
+    study = open_study(config, job.learner, make_storage(config.storage, config.search), job.worker)
+    tracker = Tracker(config.tracking_uri, config.name)
+    objective = Objective(task, config.learners[job.learner], tracker, job.parent_run, study.study_name,
+                          trial_settings(config, task), progress=False)
+    deadline = None if job.timeout is None else time.monotonic() + job.timeout
+    try:
+        run_trials(study, TimedObjective(objective, tracker), config.search, deadline)
     except KeyboardInterrupt:
         with interrupts_deferred():
             requeue_interrupted(study, objective.interrupted_trial)
-            close_orphan_runs(tracker, study)
-            # KILLED until a rerun reopens it (RUNNING) and finishes it (FINISHED).
-            tracker.end(parent, "KILLED")
         raise
-    except Exception:
-        tracker.end(parent, "FAILED")  # never left RUNNING; a rerun reopens it
-        raise
-    return summarize(study, learner, searched)
 
 
 def learner_task(config: StudyConfig, learner: str, data: DatasetSplits) -> LearnerTask:
     budget = Budget(config.budget.iterations, config.budget.val_interval, config.budget.val_episodes)
     return LearnerTask(learner, data, task_spec(config), budget, config.seed, resolve_device(config.device))
-
-
-def run_trials(study: optuna.Study, objective: Objective, n_trials: int | None, timeout: float | None,
-           progress: bool) -> None:
-    """Run trials with a progress bar over the study's total; failed trials are recorded, not fatal."""
-    done = counted_trials(study)
-    bar = tqdm(total=None if n_trials is None else done + n_trials, initial=done, desc=f"{study.study_name} trials",
-               unit="trial", position=0, leave=True, disable=not progress, dynamic_ncols=True)
-
-    def advance(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if trial.state in COUNTED_STATES:
-            bar.update(1)
-        if trial.state == TrialState.COMPLETE:
-            bar.set_postfix(best=f"{study.best_value:.4f}")
-
-    try:
-        study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(Exception,), callbacks=[advance])
-    finally:
-        bar.close()
 
 
 def requeue_interrupted(study: optuna.Study, number: int | None) -> None:
@@ -103,37 +118,12 @@ def requeue_interrupted(study: optuna.Study, number: int | None) -> None:
         retry_trial(study, trial)
 
 
-def close_orphan_runs(tracker: Tracker, study: optuna.Study) -> None:
-    """Close trial runs left RUNNING by a killed process once Optuna has settled their trial.
-
-    The objective closes its own run in every other case, so a FAIL trial here was killed.
-    """
-    trials = {t.number: t.state for t in study.get_trials(deepcopy=False)}
-    for number, run_id in tracker.running_children(study.study_name).items():
-        state = trials.get(number, TrialState.FAIL)
-        if state.is_finished():
-            tracker.end(run_id, run_status(state, interrupted=state == TrialState.FAIL), {STATE_TAG: state.name})
-
-
-def log_plots(tracker: Tracker, run_id: str, study: optuna.Study) -> None:
-    with tempfile.TemporaryDirectory() as directory:
-        for path in write_plots(study, Path(directory)):
-            tracker.log_file(run_id, path)
-
-
-def parent_params(config: StudyConfig, learner: str) -> dict[str, Any]:
-    """What stays fixed for the whole learner study (MLflow params cannot change later)."""
-    dataset, search, budget = config.dataset, config.search, config.budget
-    return {"learner": learner, "seed": config.seed, "dataset": dataset.name, "split": dataset.split,
-            "ways": dataset.ways, "shots": dataset.shots, "queries": dataset.queries,
-            "sampler": search.sampler, "pruner": search.pruner.type, "iterations": budget.iterations,
-            "val_interval": budget.val_interval, "val_episodes": budget.val_episodes,
-            "test_episodes": config.test.episodes,
-            **{f"fixed.{k}": v for k, v in config.learners[learner].fixed.items()}}
-
-
 def trial_settings(config: StudyConfig, task: LearnerTask) -> dict[str, Any]:
     """The run settings written next to each trial's hyperparameters (its ``config.json``)."""
     return {"study": config.name, "seed": config.seed, "device": str(task.device),
             "dataset": config.dataset.model_dump(mode="json"), "budget": config.budget.model_dump(),
             "test": config.test.model_dump()}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

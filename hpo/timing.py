@@ -1,0 +1,77 @@
+"""Where a trial's wall time goes: its Optuna and MLflow calls (bookkeeping) versus the rest (training).
+
+Each trial records the user attr ``timing``: ``trial_s``, the whole cycle from the end of the
+previous trial of the same worker (so it includes Optuna's tell of that trial, the stale-trial
+check and this trial's ask), ``optuna_s``, the Optuna calls of the cycle (ask, tell, suggestions,
+reports, pruning decisions), and ``mlflow_s``, every MLflow call of the trial.
+"""
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any, Callable
+
+import optuna
+
+from hpo.tracking import Tracker
+
+TIMING_ATTR = "timing"
+
+
+class CallTimer:
+    """Sums the wall time of the method calls made through the proxies it hands out."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def wrap(self, target: Any) -> Any:
+        return _Timed(target, self)
+
+
+class _Timed:
+    def __init__(self, target: Any, timer: CallTimer):
+        self._target, self._timer = target, timer
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._target, name)
+        if not callable(attribute):
+            return attribute
+
+        @functools.wraps(attribute)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return attribute(*args, **kwargs)
+            finally:
+                self._timer.seconds += time.perf_counter() - start
+
+        return timed
+
+
+class TimedObjective:
+    """An objective that records the ``timing`` of each trial it runs (see the module docstring).
+
+    ``tracker`` is the one ``objective`` writes to; from now on its MLflow calls are timed.
+    """
+
+    def __init__(self, objective: Callable[[optuna.Trial], float], tracker: Tracker):
+        self.objective, self.optuna, self.mlflow = objective, CallTimer(), CallTimer()
+        tracker.client = self.mlflow.wrap(tracker.client)
+        self.cycle_start = time.perf_counter()
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        # Before the objective: the previous trial's tell, the stale-trial check and this trial's ask.
+        self.optuna.seconds, self.mlflow.seconds = time.perf_counter() - self.cycle_start, 0.0
+        try:
+            value = self.objective(self.optuna.wrap(trial))
+        except Exception:  # pruned or failed: a trial whose cost counts too (not so for Ctrl-C)
+            self._record(trial)
+            raise
+        self._record(trial)
+        return value
+
+    def _record(self, trial: optuna.Trial) -> None:
+        end = time.perf_counter()
+        trial.set_user_attr(TIMING_ATTR, {"trial_s": end - self.cycle_start, "optuna_s": self.optuna.seconds,
+                                          "mlflow_s": self.mlflow.seconds})
+        self.cycle_start = end

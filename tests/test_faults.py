@@ -1,0 +1,281 @@
+"""Fault injection with real processes, databases and file systems: diverging and crashing trials,
+a killed worker, a lost PostgreSQL database, a full disk and an unwritable ``mlruns``."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import psycopg2
+import pytest
+from optuna.trial import TrialState
+
+from tests.test_hpo_config import REPO, study_dict, write_study
+from tests.test_hpo_run import counted, one_thread, run_in, runs, trial_runs, trials, wait_for_running_trial
+
+__all__ = ["one_thread"]  # a module-scoped autouse fixture: one torch thread in this module too
+
+LEARNER = "protonet"
+FIXED = {"backbone": "conv4"}
+# Adam takes steps of about lr whatever the gradient: at 1e20 the loss is NaN at step 2.
+DIVERGING_LR = 1.0e20
+# About 3 s per trial on one core: long enough to act on a running trial, short enough to finish.
+SECONDS_BUDGET = {"iterations": 40, "val_interval": 10, "val_episodes": 4}
+POSTGRES = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "postgres"}
+
+
+def learner_study(name: str, space: dict[str, Any], fixed: dict[str, Any] = FIXED, **sections: Any
+                  ) -> dict[str, Any]:
+    return study_dict(name=name, learners={LEARNER: {"fixed": fixed, "space": space}}, **sections)
+
+
+def search(**settings: Any) -> dict[str, Any]:
+    return {"sampler": "random", "pruner": "none", "n_trials": 3, **settings}
+
+
+def stderr_of(capsys: pytest.CaptureFixture) -> str:
+    return capsys.readouterr().err
+
+
+def error_line(err: str) -> str:
+    """The ``error:`` line, asserted to be the only one and the last."""
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and err.rstrip().splitlines()[-1] == errors[0], err
+    return errors[0]
+
+
+def no_running(directory: Path, name: str) -> None:
+    """Neither store has anything left RUNNING."""
+    assert all(t.state != TrialState.RUNNING for t in trials(directory, name))
+    assert all(r.info.status != "RUNNING" for role in ("parent", "trial") for r in runs(directory, name, role))
+
+
+def spawn(directory: Path) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-m", "hpo.run", "study.yaml", "--no-progress"], cwd=directory,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(process: subprocess.Popen, timeout: float = 120) -> tuple[int, str]:
+    try:
+        _, err = process.communicate(timeout=timeout)
+    finally:
+        process.kill()
+    return process.returncode, err
+
+
+# --------------------------------------------------------------------------- failing trials
+
+def test_diverging_trials_fail_with_their_reason_and_are_replaced(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    lr = {"type": "categorical", "choices": [1.0e-3, DIVERGING_LR]}
+    write_study(tmp_path, learner_study("diverge", {"lr": lr}, search=search()))
+    assert run_in(tmp_path) == 0
+    done, tracked = trials(tmp_path, "diverge"), trial_runs(tmp_path, "diverge")
+    failed = [t for t in done if t.state == TrialState.FAIL]
+    assert failed and counted(done) == 3 and len(done) == 3 + len(failed)
+    for trial in done:
+        run = tracked[trial.number]
+        assert (trial.params["lr"] == DIVERGING_LR) == (trial.state == TrialState.FAIL)
+        if trial.state == TrialState.FAIL:
+            reason = trial.user_attrs["failure_reason"]
+            assert reason.startswith("diverged: training loss is nan at step")
+            assert run.info.status == "FAILED" and run.data.tags["failure_reason"] == reason
+            assert run.data.tags["optuna_trial_state"] == "FAIL"
+        else:
+            assert run.info.status == "FINISHED" and "failure_reason" not in run.data.tags
+    assert "Traceback" not in stderr_of(capsys)  # a diverged trial is one log line, not a traceback
+    [parent] = runs(tmp_path, "diverge", "parent")
+    assert parent.info.status == "FINISHED"
+
+
+def test_a_study_whose_every_trial_fails_stops_after_the_limit(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    # A negative weight decay passes the study checks but torch's optimizer refuses it: every trial raises.
+    failing = {**FIXED, "weight_decay": -1.0}
+    lr = {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}
+    write_study(tmp_path, learner_study("doomed", {"lr": lr}, failing, search=search(max_consecutive_failures=3)))
+    assert run_in(tmp_path) == 1
+    line = error_line(stderr_of(capsys))  # after Optuna's log of each trial, with the learner's traceback
+    assert line.startswith(f"error: doomed/{LEARNER}: 3 trials in a row failed, the last with 'ValueError: ")
+    done = trials(tmp_path, "doomed")
+    assert [t.state for t in done] == [TrialState.FAIL] * 3
+    assert all(t.user_attrs["failure_reason"] == "ValueError: Invalid weight_decay value: -1.0" for t in done)
+    assert {r.info.status for r in trial_runs(tmp_path, "doomed").values()} == {"FAILED"}
+    assert runs(tmp_path, "doomed", "parent")[0].info.status == "FAILED"
+    no_running(tmp_path, "doomed")
+
+
+# --------------------------------------------------------------------------- a killed worker
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_trial_is_failed_retried_and_closed_by_the_next_start(tmp_path: Path) -> None:
+    study = learner_study("killed", {"lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}},
+                          search=search(n_trials=2, heartbeat_interval=1, grace_period=2), budget=SECONDS_BUDGET)
+    write_study(tmp_path, study)
+    process = spawn(tmp_path)
+    try:
+        wait_for_running_trial(tmp_path, process)
+        time.sleep(0.5)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        process.kill()
+    [killed] = trials(tmp_path, "killed")
+    assert killed.state == TrialState.RUNNING and trial_runs(tmp_path, "killed")[0].info.status == "RUNNING"
+
+    code, err = finish(spawn(tmp_path))  # the same command again
+    assert code == 0, err
+    after = trials(tmp_path, "killed")
+    assert after[0].state == TrialState.FAIL and counted(after) == 2
+    assert [t.params for t in after if t.state == TrialState.COMPLETE].count(killed.params) == 1  # retried
+    assert trial_runs(tmp_path, "killed")[0].info.status == "KILLED"
+    assert runs(tmp_path, "killed", "parent")[0].info.status == "FINISHED"
+    no_running(tmp_path, "killed")
+
+
+# --------------------------------------------------------------------------- storage lost mid-run
+
+@pytest.fixture
+def postgres_database() -> Iterator[tuple[str, Callable[[str], Any]]]:
+    """A fresh database on the local server, dropped afterwards; and a function running SQL on the server."""
+    try:
+        admin = psycopg2.connect(**POSTGRES, connect_timeout=5)
+    except psycopg2.OperationalError as e:
+        pytest.skip(f"no PostgreSQL server at {POSTGRES['host']}:{POSTGRES['port']} ({str(e).strip()})")
+    admin.autocommit = True
+    name = f"hpo_faults_{uuid.uuid4().hex[:8]}"
+
+    def sql(statement: str) -> list[tuple]:
+        with admin.cursor() as cursor:
+            cursor.execute(statement)
+            return cursor.fetchall() if cursor.description else []
+
+    sql(f"CREATE DATABASE {name}")
+    try:
+        yield name, sql
+    finally:
+        sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
+
+
+def wait_for(condition: Callable[[], bool], process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.5)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_killed_connections_are_survived_and_a_dropped_database_stops_with_one_line(
+        tmp_path: Path, postgres_database: tuple[str, Callable[[str], Any]]) -> None:
+    name, sql = postgres_database
+    url = f"postgresql+psycopg2://postgres:s3cretpw@127.0.0.1:5432/{name}"  # trust auth ignores the password
+    lr = {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}
+    write_study(tmp_path, learner_study("lost", {"lr": lr}, search=search(n_trials=50), budget=SECONDS_BUDGET,
+                                        storage=url))
+
+    def in_state(state: str) -> int:
+        try:
+            return _count(name, f"SELECT count(*) FROM trials WHERE state = '{state}'")
+        except psycopg2.Error:  # tables not created yet
+            return 0
+
+    process = spawn(tmp_path)
+    try:
+        wait_for(lambda: in_state("RUNNING") > 0, process)
+        # Transient: every session of the worker is killed; the pool reconnects and the trial goes on.
+        killed = sql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                     f"WHERE datname = '{name}' AND pid <> pg_backend_pid()")
+        assert killed
+        wait_for(lambda: in_state("COMPLETE") >= 1, process)
+        # Lost for good: retried a bounded number of times, then one line naming the URL without its password.
+        sql(f"DROP DATABASE {name} WITH (FORCE)")
+        code, err = finish(process)
+    finally:
+        process.kill()
+    assert code == 1 and "Traceback" not in err, err
+    line = error_line(err)
+    assert line.startswith(f"error: lost the Optuna storage postgresql+psycopg2://postgres:***@127.0.0.1:5432/{name}")
+    assert f'database "{name}" does not exist' in line and "s3cretpw" not in err
+    assert all(r.info.status != "RUNNING" for role in ("parent", "trial") for r in runs(tmp_path, "lost", role))
+    assert runs(tmp_path, "lost", "parent")[0].info.status == "FAILED"
+
+
+def _count(database: str, query: str) -> int:
+    with psycopg2.connect(**{**POSTGRES, "dbname": database}, connect_timeout=5) as connection:
+        with connection.cursor() as cursor:
+            cursor.execute(query)
+            return cursor.fetchone()[0]
+
+
+# --------------------------------------------------------------------------- artifacts cannot be written
+
+@pytest.fixture
+def full_mlruns(tmp_path: Path) -> Iterator[Path]:
+    """``tmp_path/mlruns`` on a tiny tmpfs filled to the last byte (skips where mounting is not allowed)."""
+    mlruns = tmp_path / "mlruns"
+    mlruns.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mlruns)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill up: {mounted.stderr.strip()}")
+    try:
+        with open(mlruns / "filler", "wb", buffering=0) as filler:
+            with pytest.raises(OSError, match="No space left"):
+                while True:
+                    filler.write(b"\0" * 4096)
+        yield mlruns
+    finally:
+        subprocess.run(["umount", str(mlruns)], check=True)
+
+
+def test_a_full_disk_stops_with_one_line_and_a_rerun_completes(tmp_path: Path, full_mlruns: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    write_study(tmp_path, learner_study("full", {"lr": {"type": "float", "low": 1e-4, "high": 1e-2}}))
+    assert run_in(tmp_path) == 1
+    err = stderr_of(capsys)
+    line = error_line(err)
+    assert "Traceback" not in err
+    assert line == f"error: MLflow tracking at sqlite:///{tmp_path}/mlflow.db failed: [Errno 28] No space left on device"
+    assert trials(tmp_path, "full") == []  # stopped before any trial started
+    assert runs(tmp_path, "full", "parent")[0].info.status == "FAILED"
+    no_running(tmp_path, "full")
+
+    (full_mlruns / "filler").unlink()
+    assert run_in(tmp_path) == 0
+    assert counted(trials(tmp_path, "full")) == 2
+    assert runs(tmp_path, "full", "parent")[0].info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_mlruns_made_unwritable_mid_run_fails_the_trial_and_stops(tmp_path: Path) -> None:
+    # Tests run as root, which ignores permissions: a file in place of the folder stops root too.
+    lr = {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}
+    write_study(tmp_path, learner_study("unwritable", {"lr": lr}, search=search(n_trials=3), budget=SECONDS_BUDGET))
+    process = spawn(tmp_path)
+    try:
+        wait_for_running_trial(tmp_path, process)
+        # Once the first trial has written its config.json, swap the folder for a file.
+        wait_for(lambda: len(list((tmp_path / "mlruns").glob("*/*/artifacts/config.json"))) >= 2, process)
+        shutil.move(tmp_path / "mlruns", tmp_path / "mlruns.moved")
+        (tmp_path / "mlruns").write_text("not a folder")
+        code, err = finish(process)
+    finally:
+        process.kill()
+    assert code == 1 and "Traceback" not in err, err
+    assert "[Errno 20] Not a directory" in error_line(err)
+    done = trials(tmp_path, "unwritable")
+    assert [t.state for t in done] == [TrialState.COMPLETE, TrialState.FAIL]
+    failed_run = trial_runs(tmp_path, "unwritable")[1]
+    assert failed_run.info.status == "FAILED" and "Not a directory" in failed_run.data.tags["failure_reason"]
+    assert runs(tmp_path, "unwritable", "parent")[0].info.status == "FAILED"
+    no_running(tmp_path, "unwritable")

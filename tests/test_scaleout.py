@@ -1,0 +1,335 @@
+"""Many workers on one study, against real services: PostgreSQL, an MLflow server, a journal file.
+
+Each case runs the real command (``python -m hpo.run ... --workers N``) on synthetic data and
+checks the stores afterwards: the exact total, no grid point twice, one MLflow run per trial,
+the worker of each trial, and no password anywhere.
+"""
+from __future__ import annotations
+
+import getpass
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterator
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+from mlflow.entities import Run
+from optuna.trial import FrozenTrial, TrialState
+
+from hpo.budget import grid_points
+from hpo.run import main
+from tests.test_hpo_config import REPO, WRITTEN, study_dict, write_study
+
+LEARNER = "protonet"
+PASSWORD = "s3cret"
+TINY_BUDGET = {"iterations": 2, "val_interval": 2, "val_episodes": 4}
+LONG_BUDGET = {"iterations": 100_000, "val_interval": 10, "val_episodes": 4}
+# 6 x 5 = 30 grid points, more than the 24 trials asked for.
+GRID_SPACE = {"lr": {"type": "categorical", "choices": [0.001, 0.002, 0.003, 0.004, 0.005, 0.006]},
+              "meta_batch": {"type": "int", "low": 1, "high": 5}}
+
+
+def grid_study(name: str, n_trials: int, space: dict[str, Any] = GRID_SPACE) -> dict[str, Any]:
+    return study_dict(name=name, learners={LEARNER: {"fixed": {"backbone": "conv4"}, "space": space}},
+                      search={"sampler": "grid", "pruner": "none", "n_trials": n_trials}, budget=TINY_BUDGET)
+
+
+def hpo_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "hpo.run", "study.yaml", "--no-progress", *args]
+
+
+def environment() -> dict[str, str]:
+    # One thread per process: the workers already share the cores.
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+
+
+def start_hpo(directory: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(hpo_command(*args), cwd=directory, env=environment(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def run_hpo(directory: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(hpo_command(*args), cwd=directory, env=environment(), capture_output=True, text=True,
+                          timeout=400)
+
+
+def journal_trials(directory: Path, name: str) -> list[FrozenTrial]:
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(directory / "optuna.journal")))
+    return optuna.load_study(study_name=f"{name}/{LEARNER}", storage=storage).get_trials()
+
+
+def trial_runs(client: MlflowClient, name: str) -> dict[int, Run]:
+    experiment = client.get_experiment_by_name(name)
+    runs = client.search_runs([experiment.experiment_id], "tags.run_role = 'trial'", max_results=1000)
+    numbers = [int(r.data.tags["optuna_trial_number"]) for r in runs]
+    assert len(numbers) == len(set(numbers)), "a trial has two MLflow runs"
+    return dict(zip(numbers, runs))
+
+
+def parent_run(client: MlflowClient, name: str) -> Run:
+    experiment = client.get_experiment_by_name(name)
+    [parent] = client.search_runs([experiment.experiment_id], "tags.run_role = 'parent'")
+    return parent
+
+
+def assert_workers_recorded(trials: list[FrozenTrial], runs: dict[int, Run], coordinator_pid: int,
+                            workers: int) -> None:
+    """Each trial ran in a worker process (not the coordinating one), named the same in Optuna and MLflow."""
+    pids = set()
+    for trial in trials:
+        worker, tags = trial.user_attrs["worker"], runs[trial.number].data.tags
+        assert (tags["worker_host"], tags["worker_pid"]) == (worker["host"], str(worker["pid"]))
+        assert worker["host"] == socket.gethostname() and worker["pid"] != coordinator_pid
+        pids.add(worker["pid"])
+    assert 1 <= len(pids) <= workers
+
+
+def finished_counts(trials: list[FrozenTrial]) -> Counter[TrialState]:
+    return Counter(t.state for t in trials)
+
+
+# --------------------------------------------------------------------------- no service needed
+
+def test_grid_points_follow_optunas_grid_order() -> None:
+    grid = {"lr": [0.1, 0.2, 0.3], "meta_batch": [1, 2]}
+    study = optuna.create_study(sampler=optuna.samplers.GridSampler(grid, seed=3))
+    study.optimize(lambda t: t.suggest_categorical("lr", grid["lr"]) + t.suggest_int("meta_batch", 1, 2), n_trials=6)
+    assert [t.params for t in study.trials] == grid_points(grid, seed=3)
+
+
+def test_several_workers_on_sqlite_are_refused_before_anything_is_written(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    write_study(tmp_path, study_dict(name="lite"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        assert main(["study.yaml", "--workers", "3"]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: study.yaml: search.workers: 3 workers need a storage") and "journal:///" in line
+    assert not [name for name in WRITTEN if (tmp_path / name).exists()]
+
+
+# --------------------------------------------------------------------------- journal file, this machine
+
+@pytest.mark.slow
+def test_journal_workers_run_each_grid_point_once_and_stop_at_the_grid(tmp_path: Path) -> None:
+    small_grid = {"lr": GRID_SPACE["lr"], "meta_batch": {"type": "int", "low": 1, "high": 2}}
+    write_study(tmp_path, grid_study("journal", n_trials=20, space=small_grid))  # 12 points < 20
+    process = start_hpo(tmp_path, "--workers", "3", "--storage", "journal:///optuna.journal")
+    out, err = process.communicate(timeout=400)
+    assert process.returncode == 0, err
+    trials = journal_trials(tmp_path, "journal")
+    assert finished_counts(trials) == {TrialState.COMPLETE: 12}
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == 12
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = trial_runs(client, "journal")
+    assert sorted(runs) == [t.number for t in trials] and {r.info.status for r in runs.values()} == {"FINISHED"}
+    assert_workers_recorded(trials, runs, process.pid, workers=3)
+    assert all(t.user_attrs["timing"]["trial_s"] > 0 for t in trials)
+
+
+def wait_for_running_trials(directory: Path, name: str, process: subprocess.Popen, count: int) -> None:
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        try:
+            if sum(t.state == TrialState.RUNNING for t in journal_trials(directory, name)) >= count:
+                return
+        except (KeyError, FileNotFoundError):  # the study is not created yet
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"{count} trials did not start in time")
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_worker_cleanly_and_a_rerun_reaches_the_total(tmp_path: Path) -> None:
+    write_study(tmp_path, study_dict(name="stop", budget=LONG_BUDGET, search={"sampler": "random", "n_trials": 4,
+                                                                              "workers": 2},
+                                     storage="journal:///optuna.journal"))
+    process = start_hpo(tmp_path)
+    try:
+        wait_for_running_trials(tmp_path, "stop", process, count=2)
+        time.sleep(1.0)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=180)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    hint = "interrupted; resume with: python -m hpo.run study.yaml --no-progress"
+    assert err.rstrip().splitlines()[-1] == hint and err.count("resume with") == 1
+
+    trials = journal_trials(tmp_path, "stop")
+    stopped = [t for t in trials if t.state == TrialState.FAIL]
+    queued = [t for t in trials if t.state == TrialState.WAITING]
+    assert len(stopped) == 2 and finished_counts(trials)[TrialState.RUNNING] == 0
+    assert sorted(str(t.params) for t in queued) == sorted(str(t.params) for t in stopped)
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = trial_runs(client, "stop")
+    assert {runs[t.number].info.status for t in stopped} == {"KILLED"}
+    assert parent_run(client, "stop").info.status == "KILLED"
+
+    write_study(tmp_path, study_dict(name="stop", search={"sampler": "random", "n_trials": 4, "workers": 2},
+                                     storage="journal:///optuna.journal"))
+    rerun = run_hpo(tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    after = finished_counts(journal_trials(tmp_path, "stop"))
+    assert after[TrialState.COMPLETE] + after[TrialState.PRUNED] == 4 and not after[TrialState.WAITING]
+    assert parent_run(client, "stop").info.status == "FINISHED"
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+def connect_to_postgres() -> Any:
+    """An autocommit connection to the server's ``postgres`` database; skips when no server answers."""
+    psycopg2 = pytest.importorskip("psycopg2")
+    errors = []
+    for user in dict.fromkeys((getpass.getuser(), "postgres")):
+        try:
+            connection = psycopg2.connect(host="127.0.0.1", port=5432, dbname="postgres", user=user,
+                                          connect_timeout=5)
+        except psycopg2.OperationalError as e:
+            errors.append(str(e).strip().splitlines()[0])
+            continue
+        connection.autocommit = True
+        return connection
+    if all("Connection refused" in e or "could not connect" in e for e in errors):
+        pytest.skip(f"no PostgreSQL server at 127.0.0.1:5432 ({errors[0]})")
+    raise AssertionError(f"PostgreSQL at 127.0.0.1:5432 refused every user: {errors}")
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    """A fresh database, dropped afterwards, as a URL carrying a password (trust auth ignores it)."""
+    admin = connect_to_postgres()
+    database = f"hpo_test_{uuid.uuid4().hex[:12]}"
+    with admin.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{database}"')
+    try:
+        yield f"postgresql://{admin.info.user}:{PASSWORD}@127.0.0.1:5432/{database}"
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture(scope="module")
+def postgres_run(postgres_url: str, tmp_path_factory: pytest.TempPathFactory
+                 ) -> tuple[Path, subprocess.Popen, str, str]:
+    """4 workers, 24 trials of a 30-point grid; returns the folder, the process and its output."""
+    directory = tmp_path_factory.mktemp("postgres")
+    write_study(directory, grid_study("pg", n_trials=24))
+    process = start_hpo(directory, "--workers", "4", "--storage", postgres_url)
+    out, err = process.communicate(timeout=400)
+    assert process.returncode == 0, err
+    return directory, process, out, err
+
+
+def postgres_trials(url: str) -> list[FrozenTrial]:
+    return optuna.load_study(study_name=f"pg/{LEARNER}", storage=url).get_trials()
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_four_postgres_workers_run_exactly_the_total_of_distinct_grid_points(
+        postgres_run: tuple[Path, subprocess.Popen, str, str], postgres_url: str) -> None:
+    trials = postgres_trials(postgres_url)
+    assert len(trials) == 24 and finished_counts(trials) == {TrialState.COMPLETE: 24}
+    points = [tuple(sorted(t.params.items())) for t in trials]
+    assert len(set(points)) == 24
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_every_postgres_trial_has_its_mlflow_run_and_worker(postgres_run: tuple[Path, subprocess.Popen, str, str],
+                                                            postgres_url: str) -> None:
+    directory, process, _, _ = postgres_run
+    client = MlflowClient(f"sqlite:///{directory}/mlflow.db")
+    trials, runs, parent = postgres_trials(postgres_url), trial_runs(client, "pg"), parent_run(client, "pg")
+    assert sorted(runs) == sorted(t.number for t in trials)
+    for trial in trials:
+        run = runs[trial.number]
+        assert run.info.status == "FINISHED" and run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.data.params["lr"] == str(trial.params["lr"])
+    assert_workers_recorded(trials, runs, process.pid, workers=4)
+    assert parent.info.status == "FINISHED" and "test_accuracy" in parent.data.metrics
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_the_storage_password_appears_nowhere(postgres_run: tuple[Path, subprocess.Popen, str, str],
+                                              postgres_url: str) -> None:
+    directory, _, out, err = postgres_run
+    assert PASSWORD not in out + err and ":***@127.0.0.1" in out  # the plan names the storage, redacted
+    # Everything written locally: the MLflow database (params, tags, metrics) and every artifact.
+    written = [path for path in directory.rglob("*") if path.is_file()]
+    assert any(path.name == "config.json" for path in written)
+    assert not [path for path in written if PASSWORD.encode() in path.read_bytes()]
+    for trial in postgres_trials(postgres_url):
+        assert PASSWORD not in repr((trial.user_attrs, trial.system_attrs))
+
+
+# --------------------------------------------------------------------------- MLflow server
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A real ``mlflow server`` on a free loopback port; yields its URL and artifact folder."""
+    port, artifacts = free_port(), tmp_path / "server-artifacts"
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
+                               f"sqlite:///{tmp_path}/server.db", "--artifacts-destination", str(artifacts),
+                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert server.poll() is None, server.communicate()[1]
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=5).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "mlflow server did not answer /health in time"
+                time.sleep(1.0)
+        yield url, artifacts
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # the server and its uvicorn workers
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+@pytest.mark.slow
+def test_two_workers_track_into_a_real_mlflow_server(mlflow_server: tuple[str, Path], tmp_path: Path) -> None:
+    url, artifacts = mlflow_server
+    write_study(tmp_path, study_dict(name="served", search={"sampler": "random", "n_trials": 6},
+                                     budget={"iterations": 20, "val_interval": 10, "val_episodes": 4}))
+    process = start_hpo(tmp_path, "--workers", "2", "--storage", "journal:///optuna.journal", "--tracking-uri", url)
+    _, err = process.communicate(timeout=400)
+    assert process.returncode == 0, err
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
+
+    client = MlflowClient(url)
+    trials, runs = journal_trials(tmp_path, "served"), trial_runs(client, "served")
+    assert finished_counts(trials)[TrialState.COMPLETE] + finished_counts(trials)[TrialState.PRUNED] == 6
+    assert sorted(runs) == [t.number for t in trials]
+    assert {r.info.status for r in runs.values()} <= {"FINISHED", "KILLED"}
+    assert_workers_recorded(trials, runs, process.pid, workers=2)
+    assert parent_run(client, "served").info.status == "FINISHED"
+    # Artifacts went through the server into its artifact store.
+    assert any(path.name == "config.json" for path in artifacts.rglob("*"))
