@@ -29,6 +29,7 @@ import optuna
 import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
+from hpo.reconnect import retry_connections
 from hpo.urls import is_postgresql, journal_path
 
 STARTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
@@ -83,6 +84,7 @@ def study_lock(storage_url: str, study_name: str) -> StudyLock:
         return lambda: _file_lock(journal.with_name(journal.name + ".trials-lock"))
     if is_postgresql(storage_url):
         engine = sqlalchemy.create_engine(storage_url, pool_size=1, max_overflow=0, pool_pre_ping=True)
+        retry_connections(engine)  # rides out a database restart like the storage itself
         key = zlib.crc32(study_name.encode()) & 0x7FFFFFFF
         return lambda: _advisory_lock(engine, key)
     return nullcontext
@@ -120,8 +122,8 @@ def grid_points(grid: dict[str, list[Any]], seed: int) -> list[dict[str, Any]]:
     return [dict(zip(names, point)) for point in points]
 
 
-def queue_grid(study: BudgetedStudy, points: list[dict[str, Any]]) -> int:
-    """Queue the grid points no trial has taken yet, within the study's total; return how many.
+def queue_grid(study: BudgetedStudy, points: list[dict[str, Any]]) -> None:
+    """Queue the grid points no trial has taken yet, within the study's total.
 
     A point counts as taken once any trial ran it, whatever its end: like Optuna's grid, a failed
     point is not run again (an interrupted one is, through its retry).
@@ -134,7 +136,6 @@ def queue_grid(study: BudgetedStudy, points: list[dict[str, Any]]) -> int:
         fresh = [p for p in points if _key(p) not in taken][:max(room, 0)]
         for point in fresh:
             study.enqueue_trial(point, user_attrs={GRID_POINT_ATTR: _key(point)})
-    return len(fresh)
 
 
 def _point_key(trial: FrozenTrial) -> str:

@@ -47,7 +47,7 @@ def run_learner(config: StudyConfig, learner: str, data: DatasetSplits | None = 
     close_orphan_runs(tracker, study)
     queue_grid_points(config, learner, study)
     searched = list(config.learners[learner].space)
-    if not study.has_trials_left() and not running_trials(study) and final_test_is_current(study, config.test.episodes):
+    if not study.has_trials_left() and not running_count(study) and final_test_is_current(study, config.test.episodes):
         print(f"{study.study_name}: complete with {counted_trials(study)} trials, nothing to run")
         return summarize(study, learner, searched)
 
@@ -59,7 +59,7 @@ def run_learner(config: StudyConfig, learner: str, data: DatasetSplits | None = 
                           trial_settings(config, task), progress)
     try:
         tracker.log_json(parent, config.model_dump(mode="json"), "config.json")
-        search(config, learner, study, TimedObjective(objective, tracker), parent, progress)
+        search(config, learner, study, objective, parent, progress)
         close_orphan_runs(tracker, study)
         with study.lock():  # one final test, also when workers on several machines finish together
             if not final_test_is_current(study, config.test.episodes):
@@ -84,17 +84,18 @@ def run_learner(config: StudyConfig, learner: str, data: DatasetSplits | None = 
     return summarize(study, learner, searched)
 
 
-def search(config: StudyConfig, learner: str, study: BudgetedStudy, objective: TimedObjective, parent: str,
+def search(config: StudyConfig, learner: str, study: BudgetedStudy, objective: Objective, parent: str,
            progress: bool) -> None:
     """Run trials until the study's total is reached or ``search.timeout`` passes: in this process, or in
     ``search.workers`` worker processes; then wait for the trials other workers still run, and run again
     when they leave work (a dead worker's trial queued again, a failed trial to replace)."""
     deadline = None if config.search.timeout is None else time.monotonic() + config.search.timeout
+    in_process = TimedObjective(objective, objective.tracker) if config.search.workers == 1 else None
     bar = TrialsBar(study, progress)
     try:
         while True:
-            if config.search.workers == 1:
-                reached = run_trials(study, objective, config.search, deadline, bar.update)
+            if in_process is not None:
+                reached = run_trials(study, in_process, config.search, deadline, bar.update)
             else:
                 reached = run_in_processes(config, learner, parent, deadline, lambda: bar.update(study))
             if not reached or not wait_for_running_trials(study, config.storage, deadline, bar):
@@ -109,8 +110,9 @@ def run_in_processes(config: StudyConfig, learner: str, parent: str, deadline: f
                      on_poll: Callable[[], None]) -> bool:
     """Run ``search.workers`` worker processes until they stop; True if the total was reached (not the deadline).
 
-    A worker killed by a signal only loses its current trial, which the stale-trial check queues again;
-    a worker stopped by a fault (exit code 1, its error printed) stops the run once the others end.
+    A worker killed by a signal only loses its current trial, which the stale-trial check queues again
+    (unless every worker was killed: something kills them on sight); a worker stopped by a fault (exit
+    code 1, its error printed) stops the run once the others end.
     """
     workers = config.search.workers
     threads = max(1, (os.cpu_count() or 1) // workers)  # one worker per core beats cores shared by threads
@@ -125,6 +127,8 @@ def run_in_processes(config: StudyConfig, learner: str, parent: str, deadline: f
         index, code = faults[0]
         raise RunAborted(f"worker {index} of {learner} stopped with exit code {code} (its error is above); "
                          f"rerun to resume")
+    if 0 not in codes:
+        raise RunAborted(f"all {workers} workers of {learner} were stopped by signals; rerun to resume")
     return deadline is None or time.monotonic() < deadline
 
 
@@ -134,7 +138,7 @@ def wait_for_running_trials(study: BudgetedStudy, storage_url: str, deadline: fl
     Trials still running belong to workers elsewhere, or to a dead process until the stale-trial check
     fails them (after the heartbeat grace period) and queues them again.
     """
-    while running_trials(study):
+    while running_count(study):
         if deadline is not None and time.monotonic() >= deadline:
             return False
         bar.update(study)
@@ -143,7 +147,7 @@ def wait_for_running_trials(study: BudgetedStudy, storage_url: str, deadline: fl
     return True
 
 
-def running_trials(study: optuna.Study) -> int:
+def running_count(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
 

@@ -138,11 +138,13 @@ def test_journal_workers_run_each_grid_point_once_and_stop_at_the_grid(tmp_path:
 
 
 def wait_for_running_trials(directory: Path, name: str, process: subprocess.Popen, count: int) -> None:
+    """Until ``count`` trials run, each with its worker recorded."""
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()
         try:
-            if sum(t.state == TrialState.RUNNING for t in journal_trials(directory, name)) >= count:
+            trials = journal_trials(directory, name)
+            if sum(t.state == TrialState.RUNNING and "worker" in t.user_attrs for t in trials) >= count:
                 return
         except (KeyError, FileNotFoundError):  # the study is not created yet
             pass
@@ -184,6 +186,34 @@ def test_ctrl_c_stops_every_worker_cleanly_and_a_rerun_reaches_the_total(tmp_pat
     after = finished_counts(journal_trials(tmp_path, "stop"))
     assert after[TrialState.COMPLETE] + after[TrialState.PRUNED] == 4 and not after[TrialState.WAITING]
     assert parent_run(client, "stop").info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_a_killed_journal_worker_loses_only_its_trial_which_runs_again(tmp_path: Path) -> None:
+    # About 3 s per trial on one core: time to find a running trial and kill its worker.
+    budget = {"iterations": 40, "val_interval": 10, "val_episodes": 4}
+    write_study(tmp_path, study_dict(name="killed", budget=budget, search={"sampler": "random", "n_trials": 4,
+                                                                           "pruner": "none", "workers": 2},
+                                     storage="journal:///optuna.journal"))
+    process = start_hpo(tmp_path)
+    try:
+        wait_for_running_trials(tmp_path, "killed", process, count=1)
+        victim = next(t for t in journal_trials(tmp_path, "killed")
+                      if t.state == TrialState.RUNNING and "worker" in t.user_attrs)
+        os.kill(victim.user_attrs["worker"]["pid"], signal.SIGKILL)
+        _, err = process.communicate(timeout=300)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err
+    assert "stopped by a signal; its trial will run again" in err
+
+    trials = {t.number: t for t in journal_trials(tmp_path, "killed")}
+    assert trials[victim.number].state == TrialState.FAIL
+    [retry] = [t for t in trials.values() if t.system_attrs.get("failed_trial") == victim.number]
+    assert retry.state == TrialState.COMPLETE and retry.params == victim.params
+    assert finished_counts(list(trials.values())) == {TrialState.COMPLETE: 4, TrialState.FAIL: 1}
+    runs = trial_runs(MlflowClient(f"sqlite:///{tmp_path}/mlflow.db"), "killed")
+    assert runs[victim.number].info.status == "KILLED"
 
 
 # --------------------------------------------------------------------------- PostgreSQL
