@@ -47,10 +47,11 @@ PROBE_STEPS = 3  # timed after one warm-up step; MAML steps can take seconds on 
 
 def calibrated_iterations(config: RunConfig, data: DatasetSplits, minutes: float) -> int:
     """Iterations that fill ``minutes`` of training, timed on a throwaway copy of the learner."""
-    probe = prepare(config, data)
-    fit(probe.learner, probe.train, None, Budget(1), val_seed=0, progress=False)
+    task = prepare(config, data)
+    probe, train = task.build(config.hparams), task.training_data()
+    fit(probe, train, None, Budget(1), val_seed=0, progress=False)
     start = time.perf_counter()
-    fit(probe.learner, probe.train, None, Budget(PROBE_STEPS), val_seed=0, progress=False)
+    fit(probe, train, None, Budget(PROBE_STEPS), val_seed=0, progress=False)
     seconds_per_step = (time.perf_counter() - start) / PROBE_STEPS
     return max(1, int(minutes * 60 / seconds_per_step))
 

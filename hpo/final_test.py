@@ -13,9 +13,7 @@ import optuna
 from optuna.trial import TrialState
 
 from hpo.report import FINAL_TEST_ATTR
-from hpo.training import LearnerTask
-from learners import mean_ci95
-from learners.base import evaluation_seed
+from learners.experiment import LearnerTask
 
 
 def final_test_is_current(study: optuna.Study, episodes: int) -> bool:
@@ -30,7 +28,7 @@ def run_final_test(study: optuna.Study, task: LearnerTask, episodes: int, progre
     best = study.best_trial
     start = time.perf_counter()
     learner, history = task.train(best.user_attrs["hparams"], progress=progress)
-    accuracy, ci95 = mean_ci95(learner.evaluate(task.data.test, episodes, evaluation_seed(task.seed, "test")))
+    accuracy, ci95 = task.test(learner, episodes)
     result = {"trial": best.number, "episodes": episodes, "test_accuracy": accuracy, "test_ci95": ci95,
               "val_accuracy": best.value, "retrain_val_accuracy": history[-1].val_accuracy,
               "seconds": time.perf_counter() - start}

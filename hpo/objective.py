@@ -19,7 +19,7 @@ from hpo.config import LearnerConfig
 from hpo.faults import FAILURE_REASON, RUN_FAULTS, TrialFailed, failure_reason
 from hpo.space import suggest
 from hpo.tracking import STATE_TAG, Tracker
-from hpo.training import LearnerTask
+from learners.experiment import LearnerTask
 from learners import TrainingDiverged, learner_class
 from learners.base import ValidationPoint
 

@@ -16,14 +16,16 @@ import torch
 from hpo.config import ConfigError, StudyConfig
 from hpo.faults import first_line
 from hpo.urls import SQLITE_PREFIX, journal_path, redact, sqlite_path
+from learners import experiment
 from learners.data import DATASETS, DataError, DatasetSplits, TaskSpec, load_dataset
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when available; asking for CUDA without it is an error."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("CUDA is not available on this machine (use auto or cpu)", "device")
-    return torch.device("cuda" if name != "cpu" and torch.cuda.is_available() else "cpu")
+    """``auto`` picks CUDA when available; asking for CUDA without it is an error naming ``device``."""
+    try:
+        return experiment.resolve_device(name)
+    except ValueError as error:
+        raise ConfigError(str(error), "device") from error
 
 
 def load_data(config: StudyConfig) -> DatasetSplits:

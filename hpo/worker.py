@@ -25,7 +25,7 @@ from hpo.preflight import load_data, resolve_device, task_spec
 from hpo.search import make_storage, open_study, retry_trial
 from hpo.timing import TimedObjective
 from hpo.tracking import Tracker
-from hpo.training import LearnerTask
+from learners.experiment import LearnerTask
 from learners import Budget
 from learners.data import DatasetSplits
 

@@ -98,37 +98,59 @@ def load_data(config: RunConfig) -> DatasetSplits:
     return load_dataset(config.dataset, root, config.split)
 
 
-@dataclass
-class Prepared:
-    """A built, untrained learner and the data of one run."""
+@dataclass(frozen=True)
+class LearnerTask:
+    """Everything a training run needs besides its hyperparameters.
 
+    Every run of a task uses its seed for the initial weights and the training episodes, so two
+    runs differ only by their hyperparameters, and re-training the same ones reproduces a model.
+    """
+
+    learner: str
     data: DatasetSplits
-    learner: Learner
-    train: TrainingData
+    spec: TaskSpec
+    budget: Budget
+    seed: int
+    device: torch.device
+
+    def build(self, hparams: dict[str, Any]) -> Learner:
+        """The learner, initialised from the task's seed."""
+        torch.manual_seed(self.seed)
+        train = self.data.train
+        return build_learner(self.learner, hparams, train.image_shape, self.spec, train.num_classes).to(self.device)
+
+    def training_data(self) -> TrainingData:
+        return TrainingData(self.data.train, self.spec, self.seed, self.device)
+
+    def train(self, hparams: dict[str, Any], on_validation: ValidationCallback | None = None,
+              progress: bool = True) -> tuple[Learner, list[ValidationPoint]]:
+        """Build and train a learner; validation runs on the task's fixed validation episodes."""
+        learner = self.build(hparams)
+        history = fit(learner, self.training_data(), self.data.val, self.budget, evaluation_seed(self.seed, "val"),
+                      on_validation=on_validation, progress=progress)
+        return learner, history
+
+    def test(self, learner: Learner, episodes: int) -> tuple[float, float]:
+        """Mean accuracy and 95% CI half-width on ``episodes`` test episodes fixed by the task's seed."""
+        return mean_ci95(learner.evaluate(self.data.test, episodes, evaluation_seed(self.seed, "test")))
 
 
-def prepare(config: RunConfig, data: DatasetSplits | None = None) -> Prepared:
-    """Build the learner (seeded) and its training stream; ``data`` skips reloading the dataset."""
+def prepare(config: RunConfig, data: DatasetSplits | None = None) -> LearnerTask:
+    """The run's task, its episode shape checked against every split; ``data`` skips reloading the dataset."""
     device = resolve_device(config.device)
     data = data if data is not None else load_data(config)
     for split in (data.train, data.val, data.test):  # fail before training, not at the first validation
         split.check_spec(config.spec)
-    torch.manual_seed(config.seed)
-    learner = build_learner(config.learner, config.hparams, data.train.image_shape, config.spec,
-                            data.train.num_classes).to(device)
-    return Prepared(data, learner, TrainingData(data.train, config.spec, config.seed, device))
+    return LearnerTask(config.learner, data, config.spec, config.budget, config.seed, device)
 
 
 def run(config: RunConfig, data: DatasetSplits | None = None, progress: bool = True,
         on_validation: ValidationCallback | None = None) -> RunResult:
     """Train with ``fit`` and score on ``config.test_episodes`` fixed test episodes."""
-    prepared = prepare(config, data)
-    learner = prepared.learner
+    task = prepare(config, data)
     start = time.perf_counter()
-    history = fit(learner, prepared.train, prepared.data.val, config.budget, evaluation_seed(config.seed, "val"),
-                  on_validation=on_validation, progress=progress)
+    learner, history = task.train(config.hparams, on_validation, progress)
     trained = time.perf_counter()
-    accuracy, ci95 = mean_ci95(learner.evaluate(prepared.data.test, config.test_episodes,
-                                                evaluation_seed(config.seed, "test")))
+    accuracy, ci95 = task.test(learner, config.test_episodes)
     return RunResult(config, asdict(learner.hparams), learner.bn_at_test, str(learner.device), accuracy, ci95,
                      history, trained - start, time.perf_counter() - trained)
