@@ -19,9 +19,9 @@ from hpo.config import LearnerConfig
 from hpo.faults import FAILURE_REASON, RUN_FAULTS, TrialFailed, failure_reason
 from hpo.space import suggest
 from hpo.tracking import STATE_TAG, Tracker
-from learners.experiment import LearnerTask
 from learners import TrainingDiverged, learner_class
 from learners.base import ValidationPoint
+from learners.experiment import LearnerTask
 
 # Pruned trials did not run to the end: they are KILLED in MLflow, never FINISHED.
 RUN_STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED", TrialState.FAIL: "FAILED"}

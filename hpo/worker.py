@@ -25,9 +25,9 @@ from hpo.preflight import load_data, resolve_device, task_spec
 from hpo.search import make_storage, open_study, retry_trial
 from hpo.timing import TimedObjective
 from hpo.tracking import Tracker
-from learners.experiment import LearnerTask
 from learners import Budget
 from learners.data import DatasetSplits
+from learners.experiment import LearnerTask
 
 FAULT = 1  # exit code of a worker process stopped by a fault (its one-line error is on stderr)
 
