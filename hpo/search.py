@@ -13,6 +13,8 @@ import socket
 import warnings
 import zlib
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -24,6 +26,14 @@ from hpo.space import grid_search_space
 from hpo.urls import journal_path
 
 COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@contextmanager
+def experimental_api() -> Iterator[None]:
+    """Use Optuna features it marks experimental (heartbeats, retries, constant liar) without its warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
 
 
 def study_name(config: StudyConfig, learner: str) -> str:
@@ -39,8 +49,7 @@ def make_storage(url: str, search: SearchConfig | None = None) -> optuna.storage
     journal = journal_path(url)
     if journal is not None:
         return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    with experimental_api():
         if search is None:
             return ReconnectingRDBStorage(url)
         return ReconnectingRDBStorage(
@@ -64,8 +73,7 @@ def make_sampler(config: StudyConfig, learner: str, stored_trials: int,
         return optuna.samplers.GPSampler(seed=seed)
     if sampler in ("random", "grid"):
         return optuna.samplers.RandomSampler(seed=seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    with experimental_api():
         # constant_liar: running trials of other workers count as poor, so workers spread out.
         return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
 
@@ -109,8 +117,7 @@ def counted_trials(study: optuna.Study) -> int:
 
 def retry_trial(study: optuna.Study, trial: FrozenTrial) -> None:
     """Queue an interrupted trial again with the same parameters (and grid point)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    with experimental_api():
         optuna.storages.RetryHeartbeatStaleTrialCallback()(study, trial)
 
 
@@ -118,8 +125,7 @@ def fail_stale_trials(study: BudgetedStudy, storage_url: str) -> None:
     """Fail (and queue again) trials whose process is gone: its heartbeats stopped or, in a journal file
     (no heartbeats, one machine), its process id no longer exists."""
     if journal_path(storage_url) is None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        with experimental_api():
             optuna.storages.fail_stale_trials(study)
         return
     with study.lock():
