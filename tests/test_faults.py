@@ -205,7 +205,9 @@ def test_killed_connections_are_survived_and_a_dropped_database_stops_with_one_l
     assert code == 1 and "Traceback" not in err, err
     line = error_line(err)
     assert line.startswith(f"error: lost the Optuna storage postgresql+psycopg2://postgres:***@127.0.0.1:5432/{name}")
-    assert f'database "{name}" does not exist' in line and "s3cretpw" not in err
+    # The drop either cuts a statement in flight or lands between statements (then the reconnect fails).
+    assert (f'database "{name}" does not exist' in line or "server closed the connection" in line), line
+    assert "s3cretpw" not in err
     assert all(r.info.status != "RUNNING" for role in ("parent", "trial") for r in runs(tmp_path, "lost", role))
     assert runs(tmp_path, "lost", "parent")[0].info.status == "FAILED"
 
