@@ -5,6 +5,7 @@ Omniglot-shaped random images (1×28×28), the default hyperparameters of each l
 
     python benchmarks/learners_speed.py --seconds 5 --threads 2
     python benchmarks/learners_speed.py --learners maml,protonet --queries 1 --json speed.json
+    python benchmarks/learners_speed.py --device cuda      # on a GPU (timings synchronise the device)
 
 Training: optimiser steps (zero_grad, ``train_step``, ``step``) per second, with the tasks and
 images each step drew. Evaluation: episodes per second through ``Learner.evaluate`` (batches
@@ -39,12 +40,12 @@ EVAL_BATCH = 16  # episodes per evaluate() batch, as in Learner.evaluate
 class CountingTrainingData(TrainingData):
     """Training data that counts the tasks and images a learner draws."""
 
-    def __init__(self, split: ImageSplit, spec: TaskSpec, seed: int):
-        super().__init__(split, spec, seed)
+    def __init__(self, split: ImageSplit, spec: TaskSpec, seed: int, device: torch.device):
+        super().__init__(split, spec, seed, device)
         self.tasks = self.images = 0
 
-    def episodes(self, tasks: int, ways: int | None = None) -> Episodes:
-        episodes = super().episodes(tasks, ways)
+    def episodes(self, tasks: int, ways: int | None = None, queries: int | None = None) -> Episodes:
+        episodes = super().episodes(tasks, ways, queries)
         self.tasks += tasks
         self.images += episodes.support[0].shape[0] * tasks + episodes.query[0].shape[0] * tasks
         return episodes
@@ -60,7 +61,14 @@ def random_split() -> ImageSplit:
     return ImageSplit.from_equal_classes("random", images, [f"c{i}" for i in range(CLASSES)])
 
 
-def best_times(seconds: float, *calls: Callable[[], object], min_rounds: int = 3) -> list[float]:
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so a timer measures the work and not just its launch."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def best_times(seconds: float, *calls: Callable[[], object], min_rounds: int = 3,
+               device: torch.device = torch.device("cpu")) -> list[float]:
     """Fastest time of each call, run in turn for ``min_rounds`` rounds and at least ``seconds`` per call.
 
     Alternating the calls exposes them to the same background load; the fastest repetition is
@@ -71,18 +79,21 @@ def best_times(seconds: float, *calls: Callable[[], object], min_rounds: int = 3
     rounds = 0
     while rounds < min_rounds or min(spent) < seconds:
         for i, call in enumerate(calls):
+            synchronize(device)
             start = time.perf_counter()
             call()
+            synchronize(device)
             elapsed = time.perf_counter() - start
             best[i], spent[i] = min(best[i], elapsed), spent[i] + elapsed
         rounds += 1
     return best
 
 
-def learner_speed(name: str, split: ImageSplit, spec: TaskSpec, seconds: float) -> dict[str, float | str]:
+def learner_speed(name: str, split: ImageSplit, spec: TaskSpec, seconds: float,
+                  device: torch.device) -> dict[str, float | str]:
     torch.manual_seed(0)
-    learner = build_learner(name, {}, IMAGE_SHAPE, spec, CLASSES)
-    data = CountingTrainingData(split, spec, seed=0)
+    learner = build_learner(name, {}, IMAGE_SHAPE, spec, CLASSES).to(device)
+    data = CountingTrainingData(split, spec, seed=0, device=device)
     optimizer = learner.make_optimizer()
     learner.train()
 
@@ -97,7 +108,7 @@ def learner_speed(name: str, split: ImageSplit, spec: TaskSpec, seconds: float) 
     train_step()  # warm-up, and the data one step draws
     tasks, images = data.tasks, data.images
     evaluate()
-    step_seconds, eval_seconds = best_times(seconds, train_step, evaluate)
+    step_seconds, eval_seconds = best_times(seconds, train_step, evaluate, device=device)
     return {
         "learner": name,
         "train steps/s": 1 / step_seconds,
@@ -135,14 +146,14 @@ def clone_per_task_meta_gradient(learner: MAML, episodes: Episodes, inner_steps:
     return {name: p.grad for name, p in learner.named_parameters()}
 
 
-def meta_gradient_speed(first_order: bool, split: ImageSplit, spec: TaskSpec,
-                        seconds: float) -> dict[str, float | str]:
+def meta_gradient_speed(first_order: bool, split: ImageSplit, spec: TaskSpec, seconds: float,
+                        device: torch.device) -> dict[str, float | str]:
     """Vmapped against per-task-loop MAML meta-gradient on one meta-batch of default size."""
     torch.manual_seed(0)
-    learner = build_learner("maml", {"first_order": first_order}, IMAGE_SHAPE, spec, CLASSES)
+    learner = build_learner("maml", {"first_order": first_order}, IMAGE_SHAPE, spec, CLASSES).to(device)
     assert isinstance(learner, MAML)
     h = learner.hparams
-    episodes = TrainingData(split, spec, seed=0).episodes(h.meta_batch)
+    episodes = TrainingData(split, spec, seed=0, device=device).episodes(h.meta_batch)
     params = learner.meta_parameters()
 
     def vmapped() -> dict[str, torch.Tensor]:
@@ -160,7 +171,7 @@ def meta_gradient_speed(first_order: bool, split: ImageSplit, spec: TaskSpec,
         for reference in results[1:]:
             torch.testing.assert_close(results[0][name], reference[name], rtol=1e-3, atol=1e-4,
                                        msg=f"meta-gradient of {name}")
-    rates = [h.meta_batch / t for t in best_times(seconds, vmapped, loop, cloned)]
+    rates = [h.meta_batch / t for t in best_times(seconds, vmapped, loop, cloned, device=device)]
     return {"meta-gradient": f"MAML {'first' if first_order else 'second'} order, {h.inner_steps} inner step, "
                              f"{h.meta_batch} tasks",
             "vmapped tasks/s": rates[0], "functional loop tasks/s": rates[1], "clone-per-task tasks/s": rates[2],
@@ -181,6 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--queries", type=int, default=15, help="query images per class")
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each measurement")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--no-reference", action="store_true", help="skip the vmapped-vs-loop MAML comparison")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
@@ -190,21 +202,26 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown learner(s) {', '.join(unknown)} (choose from {', '.join(LEARNERS)})")
     if not 1 <= args.queries < PER_CLASS:
         parser.error(f"--queries must be between 1 and {PER_CLASS - 1}, got {args.queries}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: CUDA is not available")
+    device = torch.device(args.device)
     spec = TaskSpec(ways=5, shots=1, queries=args.queries)
     torch.set_num_threads(args.threads)
     split = random_split()
 
-    print(f"CPU, {args.threads} thread(s), {spec.ways}-way {spec.shots}-shot, {spec.queries} queries per class, "
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"{where}, {args.threads} thread(s), {spec.ways}-way {spec.shots}-shot, {spec.queries} queries per class, "
           f"images {'×'.join(map(str, IMAGE_SHAPE))}, default hyperparameters\n", flush=True)
-    speeds = [learner_speed(name, split, spec, args.seconds) for name in names]
+    speeds = [learner_speed(name, split, spec, args.seconds, device) for name in names]
     print(markdown_table(speeds), flush=True)
     comparisons = []
     if not args.no_reference:
-        comparisons = [meta_gradient_speed(first_order, split, spec, args.seconds) for first_order in (False, True)]
+        comparisons = [meta_gradient_speed(first_order, split, spec, args.seconds, device)
+                       for first_order in (False, True)]
         print("\n" + markdown_table(comparisons))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"threads": args.threads, "queries": spec.queries, "learners": speeds,
+            json.dump({"device": where, "threads": args.threads, "queries": spec.queries, "learners": speeds,
                        "maml_vmap_vs_loop": comparisons}, f, indent=2)
 
 

@@ -47,6 +47,13 @@ class HParams:
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
 
+    def require_at_least_one(self, *names: str) -> None:
+        """Raise for any of these integer fields below 1 (``None``, where a field allows it, passes)."""
+        for name in names:
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+
 
 def evaluation_seed(seed: int, split: str) -> int:
     """Seed of the fixed evaluation episodes of ``split`` ('val' or 'test') for a run seeded with ``seed``.
@@ -70,16 +77,19 @@ class TrainingData:
 
     def __init__(self, split: ImageSplit, spec: TaskSpec, seed: int, device: torch.device | str = "cpu"):
         self.split, self.spec, self.seed, self.device = split, spec, seed, torch.device(device)
-        self._samplers: dict[int, EpisodeSampler] = {}
+        self._samplers: dict[tuple[int, int], EpisodeSampler] = {}  # by (ways, queries)
         self._batches: LabelledBatches | None = None
 
-    def episodes(self, tasks: int, ways: int | None = None) -> Episodes:
-        """``tasks`` training episodes of the run's shape, optionally with more (or fewer) ways."""
-        ways = ways or self.spec.ways
-        if ways not in self._samplers:
-            spec = TaskSpec(ways, self.spec.shots, self.spec.queries)
-            self._samplers[ways] = EpisodeSampler(self.split, spec, self.seed + ways, self.device)
-        return self._samplers[ways].sample(tasks)
+    def episodes(self, tasks: int, ways: int | None = None, queries: int | None = None) -> Episodes:
+        """``tasks`` training episodes of the run's shape, optionally with other numbers of ways or queries."""
+        shape = (ways or self.spec.ways, queries or self.spec.queries)
+        if shape not in self._samplers:
+            ways, queries = shape
+            # Each shape has its own stream; the run's own shape keeps the seed it always had.
+            seed = self.seed + ways + (0 if queries == self.spec.queries else 7919 * queries)
+            spec = TaskSpec(ways, self.spec.shots, queries)
+            self._samplers[shape] = EpisodeSampler(self.split, spec, seed, self.device)
+        return self._samplers[shape].sample(tasks)
 
     def batch(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """An ordinary mini-batch of images and class indices over all training classes."""

@@ -25,8 +25,7 @@ class ClassifierBaselineHParams(HParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        self.require_at_least_one("batch_size")
 
 
 def cosine_logits(support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor,
@@ -76,8 +75,7 @@ class MetaBaselineHParams(ClassifierBaselineHParams):
             raise ValueError(f"pretrain_fraction must be between 0 and 1, got {self.pretrain_fraction}")
         if self.init_temperature <= 0:
             raise ValueError(f"init_temperature must be positive, got {self.init_temperature}")
-        if self.meta_batch < 1:
-            raise ValueError(f"meta_batch must be at least 1, got {self.meta_batch}")
+        self.require_at_least_one("meta_batch")
 
 
 class MetaBaseline(ClassifierBaseline):

@@ -23,8 +23,7 @@ class FineTuneHParams(ClassifierBaselineHParams):
         super().__post_init__()
         if self.inner_lr <= 0:
             raise ValueError(f"inner_lr must be positive, got {self.inner_lr}")
-        if self.inner_steps < 1:
-            raise ValueError(f"inner_steps must be at least 1, got {self.inner_steps}")
+        self.require_at_least_one("inner_steps")
 
 
 def apply_heads(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:

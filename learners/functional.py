@@ -63,9 +63,7 @@ class FineTuningHParams(HParams):
         super().__post_init__()
         if self.inner_lr <= 0:
             raise ValueError(f"inner_lr must be positive, got {self.inner_lr}")
-        for name in ("inner_steps", "test_inner_steps", "meta_batch"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        self.require_at_least_one("inner_steps", "test_inner_steps", "meta_batch")
 
 
 class FineTuningLearner(Learner):

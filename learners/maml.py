@@ -20,6 +20,13 @@ class MAMLHParams(FineTuningHParams):
     """Defaults (inner_lr 0.4, 1 step in training, 3 at test, 32 tasks, Adam 1e-3) follow the paper's Omniglot runs."""
 
     first_order: bool = False     # drop the second-order term (first-order MAML)
+    # Query images per class in meta-training episodes; None = as evaluated. Finn et al. used
+    # as many queries as shots (1 for 1-shot), which makes a meta-batch several times cheaper.
+    train_queries: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.require_at_least_one("train_queries")
 
 
 class MAML(FineTuningLearner):
@@ -34,7 +41,7 @@ class MAML(FineTuningLearner):
 
     def train_step(self, data: TrainingData, step: int, total_steps: int) -> float:
         h = self.hparams
-        loss = self.meta_loss(data.episodes(h.meta_batch), h.inner_steps, h.first_order)
+        loss = self.meta_loss(data.episodes(h.meta_batch, queries=h.train_queries), h.inner_steps, h.first_order)
         loss.backward()
         return loss.item()
 

@@ -14,6 +14,11 @@ from learners.data.episodes import Episodes
 class ProtoNetHParams(HParams):
     meta_batch: int = 1          # episodes per optimiser step
     train_ways: int | None = None  # train on more ways than tested (Snell et al. used 60); None = test ways
+    train_queries: int | None = None  # query images per class in training episodes; None = as evaluated
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.require_at_least_one("meta_batch", "train_ways", "train_queries")
 
 
 def class_means(support: torch.Tensor, support_labels: torch.Tensor, ways: int) -> torch.Tensor:
@@ -37,7 +42,7 @@ class ProtoNet(Learner):
 
     def train_step(self, data: TrainingData, step: int, total_steps: int) -> float:
         ways = self.hparams.train_ways or self.spec.ways
-        episodes = data.episodes(self.hparams.meta_batch, ways)
+        episodes = data.episodes(self.hparams.meta_batch, ways, self.hparams.train_queries)
         logits = self.logits(episodes, ways)
         loss = F.cross_entropy(logits.flatten(0, 1), episodes.query_labels.flatten())
         loss.backward()

@@ -31,8 +31,7 @@ class ReptileHParams(FineTuningHParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.inner_batch < 1:
-            raise ValueError(f"inner_batch must be at least 1, got {self.inner_batch}")
+        self.require_at_least_one("inner_batch")
 
 
 def inner_batches(images: int, batch: int, steps: int) -> torch.Tensor:

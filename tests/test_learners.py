@@ -7,6 +7,7 @@ import torch
 from learners.base import Budget, TrainingData, fit, mean_ci95
 from learners.baseline import MetaBaseline, cosine_logits
 from learners.data import TaskSpec, load_dataset
+from learners.data.episodes import fixed_episodes
 from learners.experiment import RunConfig, run
 from learners.finetune import apply_heads, fit_linear_heads
 from learners.registry import build_learner
@@ -97,3 +98,46 @@ def test_fine_tune_heads_are_fitted_per_task():
         assert torch.allclose(bias[task], alone_bias[0], atol=1e-5)
     logits = apply_heads(support, weight, bias)
     assert (logits.argmax(-1) == labels).all()  # separable support: the heads fit it
+
+
+class ShapeRecordingData(TrainingData):
+    """Training data that records the (ways, queries per class) of every episode batch drawn."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.shapes: list[tuple[int, int]] = []
+
+    def episodes(self, tasks, ways=None, queries=None):
+        episodes = super().episodes(tasks, ways, queries)
+        ways = int(episodes.query_labels.max()) + 1
+        self.shapes.append((ways, episodes.query.shape[1] // ways))
+        return episodes
+
+
+@pytest.mark.parametrize("name, hparams, drawn", [
+    ("protonet", {}, (5, 3)),
+    ("protonet", {"train_ways": 8, "train_queries": 1}, (8, 1)),
+    ("maml", {"train_queries": 1, "meta_batch": 2}, (5, 1)),
+])
+def test_training_episode_shape_follows_train_ways_and_queries(synthetic, name, hparams, drawn):
+    spec = TaskSpec(ways=5, shots=1, queries=3)
+    learner = build_learner(name, hparams, synthetic.train.image_shape, spec, synthetic.train.num_classes)
+    data = ShapeRecordingData(synthetic.train, spec, seed=0)
+    learner.train_step(data, step=1, total_steps=1)
+    assert data.shapes == [drawn]
+    assert learner.predict(next(iter(fixed_episodes(synthetic.val, spec, 2, seed=0)))).shape == (2, 15, 5)
+
+
+def test_other_training_queries_leave_the_run_shape_stream_alone(synthetic):
+    spec = TaskSpec(ways=5, shots=1, queries=3)
+    alone = TrainingData(synthetic.train, spec, seed=0).episodes(2)
+    mixed = TrainingData(synthetic.train, spec, seed=0)
+    mixed.episodes(2, queries=1)
+    assert torch.equal(mixed.episodes(2).support, alone.support)
+
+
+@pytest.mark.parametrize("name, field", [("protonet", "train_queries"), ("protonet", "train_ways"),
+                                         ("protonet", "meta_batch"), ("maml", "train_queries")])
+def test_episode_shape_hparams_must_be_positive(name, field):
+    with pytest.raises(ValueError, match=f"{field} must be at least 1"):
+        build_learner(name, {field: 0}, (1, 28, 28), TaskSpec(5, 1, 3), num_train_classes=10)
