@@ -1,7 +1,7 @@
 """CPU throughput of every registered learner, and vmapped MAML against a per-task loop.
 
 Omniglot-shaped random images (1×28×28), the default hyperparameters of each learner
-(conv4; MAML meta-batch 32), 5-way 1-shot episodes with 15 queries per class (``--queries``):
+(conv4 or ``--backbone``; MAML meta-batch 32), 5-way 1-shot episodes with 15 queries per class (``--queries``):
 
     python benchmarks/learners_speed.py --seconds 5 --threads 2
     python benchmarks/learners_speed.py --learners maml,protonet --queries 1 --json speed.json
@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from learners.backbones import BACKBONES
 from learners.base import TrainingData
 from learners.data.episodes import Episodes, ImageSplit, TaskSpec
 from learners.maml import MAML, per_task_meta_gradient
@@ -89,10 +90,10 @@ def best_times(seconds: float, *calls: Callable[[], object], min_rounds: int = 3
     return best
 
 
-def learner_speed(name: str, split: ImageSplit, spec: TaskSpec, seconds: float,
+def learner_speed(name: str, backbone: str, split: ImageSplit, spec: TaskSpec, seconds: float,
                   device: torch.device) -> dict[str, float | str]:
     torch.manual_seed(0)
-    learner = build_learner(name, {}, IMAGE_SHAPE, spec, CLASSES).to(device)
+    learner = build_learner(name, {"backbone": backbone}, IMAGE_SHAPE, spec, CLASSES).to(device)
     data = CountingTrainingData(split, spec, seed=0, device=device)
     optimizer = learner.make_optimizer()
     learner.train()
@@ -146,11 +147,12 @@ def clone_per_task_meta_gradient(learner: MAML, episodes: Episodes, inner_steps:
     return {name: p.grad for name, p in learner.named_parameters()}
 
 
-def meta_gradient_speed(first_order: bool, split: ImageSplit, spec: TaskSpec, seconds: float,
+def meta_gradient_speed(first_order: bool, backbone: str, split: ImageSplit, spec: TaskSpec, seconds: float,
                         device: torch.device) -> dict[str, float | str]:
     """Vmapped against per-task-loop MAML meta-gradient on one meta-batch of default size."""
     torch.manual_seed(0)
-    learner = build_learner("maml", {"first_order": first_order}, IMAGE_SHAPE, spec, CLASSES).to(device)
+    learner = build_learner("maml", {"first_order": first_order, "backbone": backbone}, IMAGE_SHAPE, spec,
+                            CLASSES).to(device)
     assert isinstance(learner, MAML)
     h = learner.hparams
     episodes = TrainingData(split, spec, seed=0, device=device).episodes(h.meta_batch)
@@ -189,6 +191,7 @@ def markdown_table(rows: list[dict[str, float | str]]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--learners", default=",".join(LEARNERS), help="comma-separated registry names")
+    parser.add_argument("--backbone", default="conv4", choices=list(BACKBONES))
     parser.add_argument("--queries", type=int, default=15, help="query images per class")
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each measurement")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
@@ -211,17 +214,17 @@ def main(argv: list[str] | None = None) -> None:
 
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"{where}, {args.threads} thread(s), {spec.ways}-way {spec.shots}-shot, {spec.queries} queries per class, "
-          f"images {'×'.join(map(str, IMAGE_SHAPE))}, default hyperparameters\n", flush=True)
-    speeds = [learner_speed(name, split, spec, args.seconds, device) for name in names]
+          f"images {'×'.join(map(str, IMAGE_SHAPE))}, {args.backbone}, default hyperparameters\n", flush=True)
+    speeds = [learner_speed(name, args.backbone, split, spec, args.seconds, device) for name in names]
     print(markdown_table(speeds), flush=True)
     comparisons = []
     if not args.no_reference:
-        comparisons = [meta_gradient_speed(first_order, split, spec, args.seconds, device)
+        comparisons = [meta_gradient_speed(first_order, args.backbone, split, spec, args.seconds, device)
                        for first_order in (False, True)]
         print("\n" + markdown_table(comparisons))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"device": where, "threads": args.threads, "queries": spec.queries, "learners": speeds,
+            json.dump({"device": where, "threads": args.threads, "backbone": args.backbone, "queries": spec.queries, "learners": speeds,
                        "maml_vmap_vs_loop": comparisons}, f, indent=2)
 
 

@@ -28,7 +28,7 @@ def run_final_test(study: optuna.Study, task: LearnerTask, episodes: int, progre
     best = study.best_trial
     start = time.perf_counter()
     learner, history = task.train(best.user_attrs["hparams"], progress=progress)
-    accuracy, ci95 = task.test(learner, episodes)
+    accuracy, ci95 = task.test(learner, episodes, progress)
     result = {"trial": best.number, "episodes": episodes, "test_accuracy": accuracy, "test_ci95": ci95,
               "val_accuracy": best.value, "retrain_val_accuracy": history[-1].val_accuracy,
               "seconds": time.perf_counter() - start}

@@ -1,10 +1,11 @@
-"""Feature extractors: conv4, resnet12, resnet18, in one registry.
+"""Feature extractors: conv4 (max-pooled or strided), resnet12, resnet18, in one registry.
 
 Every backbone maps ``[batch, C, H, W]`` to ``[batch, feature_dim]`` and uses
 :class:`BatchNorm2d` below, which stays exact under ``torch.func`` transforms.
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
 
 import torch
@@ -41,18 +42,25 @@ class BatchNorm2d(nn.BatchNorm2d):
 
 
 class Conv4(nn.Sequential):
-    """4 × [conv3×3, BN, ReLU, maxpool 2] with 64 filters (Vinyals et al. 2016)."""
+    """4 × [conv3×3, BN, ReLU, maxpool 2] with 64 filters (Vinyals et al. 2016).
 
-    def __init__(self, in_channels: int, track_running_stats: bool = True, hidden: int = 64):
-        blocks = []
+    ``strided``: 4 × [conv3×3 stride 2, BN, ReLU], then the spatial mean, as Finn et al. (2017)
+    ran MAML on Omniglot. It computes each convolution at a quarter of the positions, so a
+    training step costs about a quarter as much; features are always ``hidden`` wide.
+    """
+
+    def __init__(self, in_channels: int, track_running_stats: bool = True, hidden: int = 64, strided: bool = False):
+        blocks: list[nn.Module] = []
         for i in range(4):
             blocks += [
-                nn.Conv2d(in_channels if i == 0 else hidden, hidden, 3, padding=1),
+                nn.Conv2d(in_channels if i == 0 else hidden, hidden, 3, stride=2 if strided else 1, padding=1),
                 BatchNorm2d(hidden, track_running_stats=track_running_stats),
                 nn.ReLU(),
-                nn.MaxPool2d(2),
             ]
-        super().__init__(*blocks, nn.Flatten())
+            if not strided:
+                blocks.append(nn.MaxPool2d(2))
+        head = [nn.AdaptiveAvgPool2d(1), nn.Flatten()] if strided else [nn.Flatten()]
+        super().__init__(*blocks, *head)
 
 
 class _ResBlock12(nn.Module):
@@ -109,6 +117,7 @@ BackboneFactory = Callable[..., nn.Module]
 
 BACKBONES: dict[str, BackboneFactory] = {
     "conv4": Conv4,
+    "conv4_strided": partial(Conv4, strided=True),
     "resnet12": ResNet12,
     "resnet18": resnet18,
 }

@@ -131,15 +131,19 @@ class Learner(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def evaluate(self, split: ImageSplit, episodes: int, seed: int, batch_size: int = 16) -> torch.Tensor:
-        """Per-episode query accuracy on ``episodes`` episodes fixed by ``seed``."""
+    def evaluate(self, split: ImageSplit, episodes: int, seed: int, batch_size: int = 16,
+                 progress: bool = False) -> torch.Tensor:
+        """Per-episode query accuracy on ``episodes`` episodes fixed by ``seed``; ``progress`` shows a bar."""
         was_training = self.training
         self.eval()
         accuracies = []
-        with torch.no_grad():
+        bar = tqdm(total=episodes, desc=f"test {type(self).__name__} on {split.name}", unit="episode",
+                   disable=not progress, leave=False, dynamic_ncols=True)
+        with torch.no_grad(), bar:
             for batch in fixed_episodes(split, self.spec, episodes, seed, batch_size, self.device):
                 logits = self.predict(batch)
                 accuracies.append((logits.argmax(-1) == batch.query_labels).float().mean(-1).cpu())
+                bar.update(batch.num_tasks)
         self.train(was_training)
         return torch.cat(accuracies)
 

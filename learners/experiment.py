@@ -130,9 +130,10 @@ class LearnerTask:
                       on_validation=on_validation, progress=progress)
         return learner, history
 
-    def test(self, learner: Learner, episodes: int) -> tuple[float, float]:
+    def test(self, learner: Learner, episodes: int, progress: bool = False) -> tuple[float, float]:
         """Mean accuracy and 95% CI half-width on ``episodes`` test episodes fixed by the task's seed."""
-        return mean_ci95(learner.evaluate(self.data.test, episodes, evaluation_seed(self.seed, "test")))
+        return mean_ci95(learner.evaluate(self.data.test, episodes, evaluation_seed(self.seed, "test"),
+                                          progress=progress))
 
 
 def prepare(config: RunConfig, data: DatasetSplits | None = None) -> LearnerTask:
@@ -151,6 +152,6 @@ def run(config: RunConfig, data: DatasetSplits | None = None, progress: bool = T
     start = time.perf_counter()
     learner, history = task.train(config.hparams, on_validation, progress)
     trained = time.perf_counter()
-    accuracy, ci95 = task.test(learner, config.test_episodes)
+    accuracy, ci95 = task.test(learner, config.test_episodes, progress)
     return RunResult(config, asdict(learner.hparams), learner.bn_at_test, str(learner.device), accuracy, ci95,
                      history, trained - start, time.perf_counter() - trained)

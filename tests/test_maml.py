@@ -45,8 +45,9 @@ def max_abs_difference(a: dict, b: dict) -> float:
 
 @pytest.mark.parametrize("first_order", [False, True])
 @pytest.mark.parametrize("images_per_chunk", [1000, 15])  # all 4 tasks at once; uneven chunks of 3+1 and 1
-def test_vmapped_meta_gradient_equals_per_task_loop(first_order: bool, images_per_chunk: int) -> None:
-    learner, episodes = small_maml(inner_lr=0.5), random_episodes(tasks=4)
+@pytest.mark.parametrize("backbone", ["conv4", "conv4_strided"])
+def test_vmapped_meta_gradient_equals_per_task_loop(first_order: bool, images_per_chunk: int, backbone: str) -> None:
+    learner, episodes = small_maml(inner_lr=0.5, backbone=backbone), random_episodes(tasks=4)
     learner.cpu_images_per_vmap_chunk = images_per_chunk
     vmapped = vmapped_meta_gradient(learner, episodes, inner_steps=2, first_order=first_order)
     reference = per_task_meta_gradient(learner, episodes, inner_steps=2, first_order=first_order)

@@ -40,7 +40,7 @@ def test_module_prints_exactly_one_json_object_on_stdout():
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("\n") == 1 and json.loads(done.stdout)["learner"] == "meta_baseline"
-    assert "train MetaBaseline" in done.stderr  # the progress bar goes to stderr
+    assert "train MetaBaseline" in done.stderr and "test MetaBaseline" in done.stderr  # progress bars: stderr
 
 
 @pytest.mark.parametrize("args, message", [

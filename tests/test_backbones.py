@@ -1,0 +1,63 @@
+"""Backbones: the feature dimension each reports, and the exact batch norm they share."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from learners.backbones import BACKBONES, BatchNorm2d, build_backbone
+
+# Expected feature width at Omniglot (1×28×28) and miniImageNet (3×84×84) sizes.
+FEATURES = {
+    "conv4": {(1, 28, 28): 64, (3, 84, 84): 1600},
+    "conv4_strided": {(1, 28, 28): 64, (3, 84, 84): 64},
+    "resnet12": {(1, 28, 28): 640, (3, 84, 84): 640},
+    "resnet18": {(1, 28, 28): 512, (3, 84, 84): 512},
+}
+
+
+def test_every_registered_backbone_has_expected_widths() -> None:
+    assert set(FEATURES) == set(BACKBONES)
+
+
+@pytest.mark.parametrize("name", sorted(FEATURES))
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 84, 84)])
+def test_backbone_reports_the_width_of_its_output(name: str, shape: tuple[int, int, int]) -> None:
+    backbone, feature_dim = build_backbone(name, shape)
+    assert feature_dim == FEATURES[name][shape]
+    with torch.no_grad():
+        assert backbone(torch.randn(3, *shape)).shape == (3, feature_dim)
+
+
+def test_building_leaves_running_statistics_untouched() -> None:
+    backbone, _ = build_backbone("conv4", (1, 28, 28))
+    assert all(float(m.num_batches_tracked) == 0 for m in backbone.modules() if isinstance(m, BatchNorm2d))
+
+
+def test_unknown_backbone_is_named() -> None:
+    with pytest.raises(ValueError, match="unknown backbone 'vgg'"):
+        build_backbone("vgg", (1, 28, 28))
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_matches_the_builtin(training: bool) -> None:
+    torch.manual_seed(0)
+    ours, builtin = BatchNorm2d(4), nn.BatchNorm2d(4)
+    with torch.no_grad():
+        for bn in (ours, builtin):
+            bn.weight.copy_(torch.linspace(-1, 2, 4))
+            bn.bias.copy_(torch.linspace(0.5, -0.5, 4))
+    for _ in range(3):  # update the running statistics alike
+        x = torch.randn(6, 4, 5, 5) * 3 + 1
+        torch.testing.assert_close(ours(x), builtin(x))
+    torch.testing.assert_close(ours.running_mean, builtin.running_mean)
+    torch.testing.assert_close(ours.running_var, builtin.running_var)
+    ours.train(training), builtin.train(training)
+    x = torch.randn(6, 4, 5, 5)
+    torch.testing.assert_close(ours(x), builtin(x))
+
+
+def test_untracked_batch_norm_uses_batch_statistics_in_eval_mode() -> None:
+    bn = BatchNorm2d(2, track_running_stats=False).eval()
+    y = bn(torch.randn(8, 2, 3, 3) * 5 + 2)
+    torch.testing.assert_close(y.mean(dim=(0, 2, 3)), torch.zeros(2), atol=1e-5, rtol=0)
