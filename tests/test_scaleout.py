@@ -23,6 +23,7 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.budget import grid_points
@@ -138,15 +139,19 @@ def test_journal_workers_run_each_grid_point_once_and_stop_at_the_grid(tmp_path:
 
 
 def wait_for_running_trials(directory: Path, name: str, process: subprocess.Popen, count: int) -> None:
-    """Until ``count`` trials run, each with its worker recorded."""
+    """Until ``count`` trials run, each with its worker recorded and its MLflow run opened (a trial killed
+    before its run opens leaves no run to close, which is right but not what these tests look at)."""
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()
         try:
-            trials = journal_trials(directory, name)
-            if sum(t.state == TrialState.RUNNING and "worker" in t.user_attrs for t in trials) >= count:
-                return
-        except (KeyError, FileNotFoundError):  # the study is not created yet
+            running = [t.number for t in journal_trials(directory, name)
+                       if t.state == TrialState.RUNNING and "worker" in t.user_attrs]
+            if len(running) >= count:
+                runs = trial_runs(MlflowClient(f"sqlite:///{directory}/mlflow.db"), name)
+                if sum(number in runs for number in running) >= count:
+                    return
+        except (KeyError, FileNotFoundError, AttributeError, MlflowException):  # study or experiment not yet made
             pass
         time.sleep(0.5)
     raise AssertionError(f"{count} trials did not start in time")
@@ -198,8 +203,9 @@ def test_a_killed_journal_worker_loses_only_its_trial_which_runs_again(tmp_path:
     process = start_hpo(tmp_path)
     try:
         wait_for_running_trials(tmp_path, "killed", process, count=1)
+        opened = trial_runs(MlflowClient(f"sqlite:///{tmp_path}/mlflow.db"), "killed")
         victim = next(t for t in journal_trials(tmp_path, "killed")
-                      if t.state == TrialState.RUNNING and "worker" in t.user_attrs)
+                      if t.state == TrialState.RUNNING and "worker" in t.user_attrs and t.number in opened)
         os.kill(victim.user_attrs["worker"]["pid"], signal.SIGKILL)
         _, err = process.communicate(timeout=300)
     finally:
