@@ -224,8 +224,8 @@ def main(argv: list[str] | None = None) -> None:
         print("\n" + markdown_table(comparisons))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"device": where, "threads": args.threads, "backbone": args.backbone, "queries": spec.queries, "learners": speeds,
-                       "maml_vmap_vs_loop": comparisons}, f, indent=2)
+            json.dump({"device": where, "threads": args.threads, "backbone": args.backbone, "queries": spec.queries,
+                       "learners": speeds, "maml_vmap_vs_loop": comparisons}, f, indent=2)
 
 
 if __name__ == "__main__":

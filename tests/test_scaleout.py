@@ -138,19 +138,21 @@ def test_journal_workers_run_each_grid_point_once_and_stop_at_the_grid(tmp_path:
     assert all(t.user_attrs["timing"]["trial_s"] > 0 for t in trials)
 
 
-def wait_for_running_trials(directory: Path, name: str, process: subprocess.Popen, count: int) -> None:
+def wait_for_running_trials(directory: Path, name: str, process: subprocess.Popen, count: int) -> list[FrozenTrial]:
     """Until ``count`` trials run, each with its worker recorded and its MLflow run opened (a trial killed
-    before its run opens leaves no run to close, which is right but not what these tests look at)."""
+    before its run opens leaves no run to close, which is right but not what these tests look at);
+    returns those trials."""
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()
         try:
-            running = [t.number for t in journal_trials(directory, name)
+            running = [t for t in journal_trials(directory, name)
                        if t.state == TrialState.RUNNING and "worker" in t.user_attrs]
             if len(running) >= count:
                 runs = trial_runs(MlflowClient(f"sqlite:///{directory}/mlflow.db"), name)
-                if sum(number in runs for number in running) >= count:
-                    return
+                opened = [t for t in running if t.number in runs]
+                if len(opened) >= count:
+                    return opened
         except (KeyError, FileNotFoundError, AttributeError, MlflowException):  # study or experiment not yet made
             pass
         time.sleep(0.5)
@@ -202,10 +204,7 @@ def test_a_killed_journal_worker_loses_only_its_trial_which_runs_again(tmp_path:
                                      storage="journal:///optuna.journal"))
     process = start_hpo(tmp_path)
     try:
-        wait_for_running_trials(tmp_path, "killed", process, count=1)
-        opened = trial_runs(MlflowClient(f"sqlite:///{tmp_path}/mlflow.db"), "killed")
-        victim = next(t for t in journal_trials(tmp_path, "killed")
-                      if t.state == TrialState.RUNNING and "worker" in t.user_attrs and t.number in opened)
+        victim = wait_for_running_trials(tmp_path, "killed", process, count=1)[0]
         os.kill(victim.user_attrs["worker"]["pid"], signal.SIGKILL)
         _, err = process.communicate(timeout=300)
     finally:
