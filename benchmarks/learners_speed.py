@@ -8,12 +8,13 @@ Omniglot-shaped random images (1×28×28), the default hyperparameters of each l
     python benchmarks/learners_speed.py --device cuda      # on a GPU (timings synchronise the device)
 
 Training: optimiser steps (zero_grad, ``train_step``, ``step``) per second, with the tasks and
-images each step drew. Evaluation: episodes per second through ``Learner.evaluate`` (batches
-of 16). After a warm-up, the two calls alternate for at least 3 rounds and ``--seconds`` each,
-and the fastest repetition counts (see :func:`best_times`). The MAML section times one
-meta-gradient of 32 tasks three ways, vmapped (:meth:`MAML.meta_loss`), a functional per-task
-loop (:func:`per_task_meta_gradient`) and a clone-per-task loop as most libraries write it
-(:func:`clone_per_task_meta_gradient`), checks they agree, and prints the speed-ups.
+images each step drew. Evaluation: episodes per second through ``Learner.evaluate`` (16 episodes
+in its default batches). After a warm-up, the two calls alternate for at least 3 rounds and
+``--seconds`` each, and the fastest repetition counts (see :func:`best_times`). The MAML section
+times one meta-gradient of 32 tasks four ways, vmapped (:meth:`MAML.meta_loss`), a functional
+per-task loop (:func:`per_task_meta_gradient`) and a clone-per-task loop as most libraries write
+it (:func:`clone_per_task_meta_gradient`), with the vmap-safe batch norm and with PyTorch's fused
+kernel, checks they agree in float64, and prints the speed-ups.
 """
 from __future__ import annotations
 
@@ -21,13 +22,15 @@ import argparse
 import copy
 import json
 import time
+from dataclasses import replace
+from functools import partial
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from learners.backbones import BACKBONES
+from learners.backbones import BACKBONES, with_fused_batch_norm
 from learners.base import TrainingData
 from learners.data.episodes import Episodes, ImageSplit, TaskSpec
 from learners.maml import MAML, per_task_meta_gradient
@@ -35,7 +38,7 @@ from learners.registry import LEARNERS, build_learner
 
 IMAGE_SHAPE = (1, 28, 28)
 CLASSES, PER_CLASS = 64, 20
-EVAL_BATCH = 16  # episodes per evaluate() batch, as in Learner.evaluate
+EVAL_EPISODES = 16  # per timed evaluate() call, in its default batches
 
 
 class CountingTrainingData(TrainingData):
@@ -104,7 +107,7 @@ def learner_speed(name: str, backbone: str, split: ImageSplit, spec: TaskSpec, s
         optimizer.step()
 
     def evaluate() -> None:
-        learner.evaluate(split, EVAL_BATCH, seed=0)
+        learner.evaluate(split, EVAL_EPISODES, seed=0)
 
     train_step()  # warm-up, and the data one step draws
     tasks, images = data.tasks, data.images
@@ -115,7 +118,7 @@ def learner_speed(name: str, backbone: str, split: ImageSplit, spec: TaskSpec, s
         "train steps/s": 1 / step_seconds,
         "train tasks/s": tasks / step_seconds if tasks else "—",
         "train images/s": images / step_seconds,
-        "eval episodes/s": EVAL_BATCH / eval_seconds,
+        "eval episodes/s": EVAL_EPISODES / eval_seconds,
     }
 
 
@@ -147,37 +150,51 @@ def clone_per_task_meta_gradient(learner: MAML, episodes: Episodes, inner_steps:
     return {name: p.grad for name, p in learner.named_parameters()}
 
 
+def meta_gradient_calls(learner: MAML, episodes: Episodes) -> list[Callable[[], dict[str, torch.Tensor]]]:
+    """The four ways to one meta-gradient: vmapped, functional loop, clone-per-task, clone-per-task with
+    PyTorch's fused batch-norm kernel (what a library would use outside vmap: exact there, and faster)."""
+    h, params = learner.hparams, learner.meta_parameters()
+    fused = with_fused_batch_norm(learner)
+
+    def vmapped() -> dict[str, torch.Tensor]:
+        grads = torch.autograd.grad(learner.meta_loss(episodes, h.inner_steps, h.first_order), list(params.values()))
+        return dict(zip(params, grads))
+
+    return [vmapped,
+            partial(per_task_meta_gradient, learner, episodes, h.inner_steps, h.first_order),
+            partial(clone_per_task_meta_gradient, learner, episodes, h.inner_steps, h.first_order),
+            partial(clone_per_task_meta_gradient, fused, episodes, h.inner_steps, h.first_order)]
+
+
 def meta_gradient_speed(first_order: bool, backbone: str, split: ImageSplit, spec: TaskSpec, seconds: float,
                         device: torch.device) -> dict[str, float | str]:
-    """Vmapped against per-task-loop MAML meta-gradient on one meta-batch of default size."""
+    """Vmapped against per-task-loop MAML meta-gradients on one meta-batch of default size.
+
+    The four agree to 1e-8 in float64, checked first; float32 is timed (there, batch norm over
+    five images amplifies the rounding differences of the two batch-norm forms to ~1e-3).
+    """
     torch.manual_seed(0)
     learner = build_learner("maml", {"first_order": first_order, "backbone": backbone}, IMAGE_SHAPE, spec,
                             CLASSES).to(device)
     assert isinstance(learner, MAML)
     h = learner.hparams
     episodes = TrainingData(split, spec, seed=0, device=device).episodes(h.meta_batch)
-    params = learner.meta_parameters()
-
-    def vmapped() -> dict[str, torch.Tensor]:
-        grads = torch.autograd.grad(learner.meta_loss(episodes, h.inner_steps, first_order), list(params.values()))
-        return dict(zip(params, grads))
-
-    def loop() -> dict[str, torch.Tensor]:
-        return per_task_meta_gradient(learner, episodes, h.inner_steps, first_order)
-
-    def cloned() -> dict[str, torch.Tensor]:
-        return clone_per_task_meta_gradient(learner, episodes, h.inner_steps, first_order)
-
-    results = [vmapped(), loop(), cloned()]  # also the warm-up
-    for name in params:
+    exact = copy.deepcopy(learner).double()
+    exact_episodes = replace(episodes, support=episodes.support.double(), query=episodes.query.double())
+    results = [call() for call in meta_gradient_calls(exact, exact_episodes)]
+    for name in results[0]:
         for reference in results[1:]:
-            torch.testing.assert_close(results[0][name], reference[name], rtol=1e-3, atol=1e-4,
-                                       msg=f"meta-gradient of {name}")
-    rates = [h.meta_batch / t for t in best_times(seconds, vmapped, loop, cloned, device=device)]
+            torch.testing.assert_close(results[0][name], reference[name], rtol=1e-8, atol=1e-8,
+                                       msg=f"float64 meta-gradient of {name}")
+    calls = meta_gradient_calls(learner, episodes)
+    for call in calls:  # warm-up
+        call()
+    rates = [h.meta_batch / t for t in best_times(seconds, *calls, device=device)]
     return {"meta-gradient": f"MAML {'first' if first_order else 'second'} order, {h.inner_steps} inner step, "
                              f"{h.meta_batch} tasks",
             "vmapped tasks/s": rates[0], "functional loop tasks/s": rates[1], "clone-per-task tasks/s": rates[2],
-            "× loop": rates[0] / rates[1], "× clone": rates[0] / rates[2]}
+            "clone-per-task, fused BN tasks/s": rates[3],
+            "× loop": rates[0] / rates[1], "× clone": rates[0] / rates[2], "× clone, fused BN": rates[0] / rates[3]}
 
 
 def markdown_table(rows: list[dict[str, float | str]]) -> str:

@@ -76,9 +76,7 @@ class FineTuningLearner(Learner):
     HParams = FineTuningHParams
     hparams: FineTuningHParams
     bn_at_test = "batch"
-    # On a CPU, vmapping a whole meta-batch makes activations far larger than the caches: 32 tasks of
-    # 80 images ran 3× slower than chunks of ~160 images (benchmarks/learners_speed.py). GPUs take all tasks.
-    cpu_images_per_vmap_chunk: int = 160
+    vmaps_backbone = True
 
     def __init__(self, hparams: FineTuningHParams, image_shape: tuple[int, int, int], spec: TaskSpec,
                  num_train_classes: int):
@@ -100,18 +98,16 @@ class FineTuningLearner(Learner):
         adapt_one = partial(sgd_adapt, self, steps=steps, lr=self.hparams.inner_lr, first_order=first_order,
                             batches=batches)
         images_per_task = images.shape[1] if batches is None else batches.shape[1]
-        return vmap(adapt_one, in_dims=(None, 0, 0), chunk_size=self._tasks_per_chunk(images_per_task))(
+        return vmap(adapt_one, in_dims=(None, 0, 0), chunk_size=self.items_per_batch(images_per_task))(
             self.meta_parameters(), images, labels)
 
     def task_logits(self, task_params: Params, images: torch.Tensor) -> torch.Tensor:
         """Logits ``[tasks, n, ways]`` of each task's images under that task's parameters."""
-        return vmap(partial(functional_call, self), chunk_size=self._tasks_per_chunk(images.shape[1]))(
+        return vmap(partial(functional_call, self), chunk_size=self.items_per_batch(images.shape[1]))(
             task_params, (images,))
 
-    def _tasks_per_chunk(self, images_per_task: int) -> int | None:
-        if self.device.type != "cpu":
-            return None
-        return max(1, self.cpu_images_per_vmap_chunk // images_per_task)
+    def evaluation_batch_size(self) -> int:
+        return 16  # adapt_tasks splits a batch into vmap chunks itself; on a CPU 16 ran ~20% faster than 2
 
     def predict(self, episodes: Episodes) -> torch.Tensor:
         # torch.func.grad ignores the caller's no_grad, so adaptation works inside evaluate().

@@ -1,4 +1,4 @@
-"""Backbones: the feature dimension each reports, and the exact batch norm they share."""
+"""Backbones: the feature dimension each reports, and their batch norm (fused kernel or vmap-safe composite)."""
 from __future__ import annotations
 
 import pytest
@@ -40,24 +40,38 @@ def test_unknown_backbone_is_named() -> None:
 
 
 @pytest.mark.parametrize("training", [True, False])
-def test_batch_norm_matches_the_builtin(training: bool) -> None:
+def test_composite_batch_norm_matches_the_builtin(training: bool) -> None:
     torch.manual_seed(0)
-    ours, builtin = BatchNorm2d(4), nn.BatchNorm2d(4)
+    ours = BatchNorm2d(4, track_running_stats=False, composite=True)
+    builtin = nn.BatchNorm2d(4, track_running_stats=False)
     with torch.no_grad():
         for bn in (ours, builtin):
             bn.weight.copy_(torch.linspace(-1, 2, 4))
             bn.bias.copy_(torch.linspace(0.5, -0.5, 4))
-    for _ in range(3):  # update the running statistics alike
-        x = torch.randn(6, 4, 5, 5) * 3 + 1
-        torch.testing.assert_close(ours(x), builtin(x))
-    torch.testing.assert_close(ours.running_mean, builtin.running_mean)
-    torch.testing.assert_close(ours.running_var, builtin.running_var)
-    ours.train(training), builtin.train(training)
-    x = torch.randn(6, 4, 5, 5)
+            bn.train(training)
+    x = (torch.randn(6, 4, 5, 5) * 3 + 1).requires_grad_()
     torch.testing.assert_close(ours(x), builtin(x))
+    weights = torch.randn(6, 4, 5, 5)
+    ours_grad, = torch.autograd.grad((ours(x) * weights).sum(), x)
+    builtin_grad, = torch.autograd.grad((builtin(x) * weights).sum(), x)
+    torch.testing.assert_close(ours_grad, builtin_grad)
 
 
-def test_untracked_batch_norm_uses_batch_statistics_in_eval_mode() -> None:
-    bn = BatchNorm2d(2, track_running_stats=False).eval()
+def test_composite_batch_norm_refuses_running_statistics() -> None:
+    with pytest.raises(ValueError, match="batch statistics only"):
+        BatchNorm2d(4, composite=True)
+
+
+@pytest.mark.parametrize("composite", [False, True])
+def test_untracked_batch_norm_uses_batch_statistics_in_eval_mode(composite: bool) -> None:
+    bn = BatchNorm2d(2, track_running_stats=False, composite=composite).eval()
     y = bn(torch.randn(8, 2, 3, 3) * 5 + 2)
     torch.testing.assert_close(y.mean(dim=(0, 2, 3)), torch.zeros(2), atol=1e-5, rtol=0)
+    torch.testing.assert_close(y.var(dim=(0, 2, 3), correction=0), torch.ones(2), atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("vmapped", [False, True])
+def test_build_backbone_puts_the_requested_batch_norm_everywhere(vmapped: bool) -> None:
+    backbone, _ = build_backbone("resnet12", (3, 84, 84), track_running_stats=not vmapped, composite_batch_norm=vmapped)
+    norms = [m for m in backbone.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert norms and all(isinstance(m, BatchNorm2d) and m.composite == vmapped for m in norms)

@@ -1,9 +1,12 @@
 """ProtoNet, Classifier-Baseline, Meta-Baseline and the fine-tune baseline learn, deterministically."""
 from __future__ import annotations
 
+import platform
+
 import pytest
 import torch
 
+from learners.allocator import reuse_freed_memory
 from learners.base import Budget, TrainingData, fit, mean_ci95
 from learners.baseline import MetaBaseline, cosine_logits
 from learners.data import TaskSpec, load_dataset
@@ -44,6 +47,24 @@ def test_learner_beats_chance_on_synthetic(synthetic, name):
     accuracy, _ = mean_ci95(learner.evaluate(synthetic.test, episodes=40, seed=2))
     assert accuracy > CHANCE + 0.2
     assert history[-1].step == 40 and history[-1].val_accuracy > CHANCE + 0.1
+
+
+@pytest.mark.parametrize("name", ["protonet", "classifier_baseline", "maml"])
+def test_evaluation_batches_do_not_change_accuracies(synthetic, name):
+    torch.manual_seed(0)
+    hparams = FAST_HPARAMS.get(name, {"meta_batch": 2})
+    learner = build_learner(name, hparams, synthetic.train.image_shape, SPEC, synthetic.train.num_classes)
+    fit(learner, TrainingData(synthetic.train, SPEC, seed=0), None, Budget(5), val_seed=1, progress=False)
+    default = learner.evaluate(synthetic.test, episodes=12, seed=2)
+    for batch_size in (1, 12):  # the default on a CPU: 3 episodes of 50 images
+        other = learner.evaluate(synthetic.test, episodes=12, seed=2, batch_size=batch_size)
+        # Other batch shapes may round differently: allow one of an episode's 25 queries to flip.
+        assert (other - default).abs().max() <= 1 / 25 + 1e-6
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_glibc_keeps_freed_memory_for_reuse():
+    assert reuse_freed_memory()
 
 
 def _tiny_run(name: str, seed: int, data) -> dict:
