@@ -2,50 +2,63 @@
 
 A signal handler's exception is raised wherever the main thread happens to be. When that is a
 garbage-collector callback or a ``__del__`` (SQLAlchemy and torch create many), Python prints
-"Exception ignored in ..." and carries on as if nothing happened. So until the program
-acknowledges the interruption (by entering :func:`interrupts_deferred`), the signal is sent again.
+"Exception ignored in ..." and carries on as if nothing happened. So an interruption that is gone
+(garbage-collected) before the program acknowledged it (by entering :func:`interrupts_deferred`)
+is sent again. One still propagating, however slowly its clean-up runs, is alive and left alone.
 """
 from __future__ import annotations
 
 import os
 import signal
 import threading
-import time
+import weakref
 from contextlib import contextmanager
 from typing import Iterator
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-REDELIVER_AFTER_S = 2.0
+POLL_S = 0.5
 
 
-class Terminated(KeyboardInterrupt):
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C inside :func:`stop_signals_as_interrupts` (a subclass only so that it can be weakly referenced)."""
+
+
+class Terminated(Interrupted):
     """SIGTERM, raised like Ctrl-C so the same clean-up runs (Optuna fails the trial, MLflow kills the run)."""
+
+
+def stop_signal(error: BaseException) -> signal.Signals:
+    """SIGINT for Ctrl-C, SIGTERM for anything else (SIGTERM's :class:`Terminated`, an error)."""
+    is_ctrl_c = isinstance(error, KeyboardInterrupt) and not isinstance(error, Terminated)
+    return signal.SIGINT if is_ctrl_c else signal.SIGTERM
 
 
 def exit_code(interruption: KeyboardInterrupt) -> int:
     """The shell convention 128 + signal number: 130 for Ctrl-C, 143 for SIGTERM."""
-    return 128 + (signal.SIGTERM if isinstance(interruption, Terminated) else signal.SIGINT)
+    return 128 + stop_signal(interruption)
 
 
 class _Pending:
-    """The last stop signal not yet acknowledged, and when it arrived."""
+    """The last interruption raised and not yet acknowledged, and its signal."""
 
-    signum: int | None = None
-    since = 0.0
+    interruption: weakref.ref[Interrupted] | None = None
+    signum = 0
 
 
 def _raise_interruption(signum: int, frame: object) -> None:
-    if _Pending.signum is None:
-        _Pending.signum, _Pending.since = signum, time.monotonic()
-    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+    interruption = Terminated() if signum == signal.SIGTERM else Interrupted()
+    _Pending.interruption, _Pending.signum = weakref.ref(interruption), signum
+    try:
+        raise interruption
+    finally:
+        del interruption  # this frame sits in the traceback: a local would keep a swallowed one alive
 
 
 def _redeliver(stop: threading.Event) -> None:
-    while not stop.wait(0.5):
-        signum = _Pending.signum
-        if signum is not None and time.monotonic() - _Pending.since > REDELIVER_AFTER_S:
-            _Pending.since = time.monotonic()
-            os.kill(os.getpid(), signum)
+    while not stop.wait(POLL_S):
+        pending = _Pending.interruption
+        if pending is not None and pending() is None and _Pending.interruption is pending:
+            os.kill(os.getpid(), _Pending.signum)  # swallowed: the handler raises a new one
 
 
 @contextmanager
@@ -63,7 +76,7 @@ def stop_signals_as_interrupts() -> Iterator[None]:
     finally:
         stop.set()
         watchdog.join()
-        _Pending.signum = None
+        _Pending.interruption = None
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
@@ -71,7 +84,7 @@ def stop_signals_as_interrupts() -> Iterator[None]:
 @contextmanager
 def interrupts_deferred() -> Iterator[None]:
     """Acknowledge the interruption and ignore further Ctrl-C / SIGTERM inside the block, so clean-up completes."""
-    _Pending.signum = None
+    _Pending.interruption = None
     if threading.current_thread() is not threading.main_thread():
         yield
         return

@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Callable
 
-from hpo.interrupts import interrupts_deferred
+from hpo.interrupts import interrupts_deferred, stop_signal
 
 POLL_S = 2.0
 # After forwarding a stop signal, how long a worker may take to close its trial before it is killed
@@ -40,7 +40,7 @@ def run_worker_processes(jobs: list[str], on_poll: Callable[[], None]) -> list[i
             time.sleep(POLL_S)
     except BaseException as error:  # Ctrl-C, SIGTERM, or this process failing: never leave workers behind
         with interrupts_deferred():
-            stop(processes, signal.SIGINT if type(error) is KeyboardInterrupt else signal.SIGTERM)
+            stop(processes, stop_signal(error))
         raise
     on_poll()
     return [process.returncode for process in processes]
