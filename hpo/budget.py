@@ -99,8 +99,12 @@ def _advisory_lock(engine: sqlalchemy.engine.Engine, key: int) -> Iterator[None]
         try:
             yield
         finally:
-            connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:namespace, :key)"),
-                               {"namespace": LOCK_NAMESPACE, "key": key})
+            try:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:namespace, :key)"),
+                                   {"namespace": LOCK_NAMESPACE, "key": key})
+            except sqlalchemy.exc.DBAPIError as e:
+                if not e.connection_invalidated:
+                    raise  # the session died otherwise, and its lock with it
 
 
 @contextmanager

@@ -14,7 +14,12 @@ from typing import Any, Callable, Iterator
 
 import psycopg2
 import pytest
+import sqlalchemy
+from optuna.study import StudyDirection
 from optuna.trial import TrialState
+
+from hpo.faults import STORAGE_ERRORS
+from hpo.reconnect import ReconnectingRDBStorage
 
 from tests.test_hpo_config import REPO, study_dict, write_study
 from tests.test_hpo_run import counted, one_thread, run_in, runs, trial_runs, trials, wait_for_running_trial
@@ -210,6 +215,32 @@ def test_killed_connections_are_survived_and_a_dropped_database_stops_with_one_l
     assert "s3cretpw" not in err
     assert all(r.info.status != "RUNNING" for role in ("parent", "trial") for r in runs(tmp_path, "lost", role))
     assert runs(tmp_path, "lost", "parent")[0].info.status == "FAILED"
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("cut_at, replayed", [("before_cursor_execute", True), ("commit", False)])
+def test_a_storage_call_cut_off_before_commit_runs_again_and_one_cut_off_at_commit_does_not(
+        cut_at: str, replayed: bool, postgres_database: tuple[str, Callable[[str], Any]],
+        caplog: pytest.LogCaptureFixture) -> None:
+    name, sql = postgres_database
+    storage = ReconnectingRDBStorage(f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}")
+    trial_id = storage.create_new_trial(storage.create_new_study([StudyDirection.MAXIMIZE], "cut"))
+    cuts = []
+
+    def cut(connection: sqlalchemy.engine.Connection, *_: Any) -> None:
+        if not cuts:  # the first statement (or COMMIT) of the next call: its session is killed under it
+            cuts.append(connection.connection.dbapi_connection.get_backend_pid())
+            sql(f"SELECT pg_terminate_backend({cuts[0]}, 10000)")
+
+    sqlalchemy.event.listen(storage.engine, cut_at, cut)
+    if replayed:  # the server rolled the transaction back: running it again writes the attribute once
+        storage.set_trial_user_attr(trial_id, "note", 1)
+        assert "connection lost before set_trial_user_attr committed; running it again" in caplog.text
+        assert storage.get_trial_user_attrs(trial_id) == {"note": 1}
+    else:  # the COMMIT may have landed: not replayed, the run stops with its one line
+        with pytest.raises(STORAGE_ERRORS):
+            storage.set_trial_user_attr(trial_id, "note", 1)
+    assert len(cuts) == 1
 
 
 def _count(database: str, query: str) -> int:
