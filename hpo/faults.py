@@ -54,9 +54,14 @@ def fault_message(error: BaseException, config: StudyConfig) -> str | None:
         if isinstance(link, RunAborted):
             return str(link)
         if isinstance(link, STORAGE_ERRORS):
-            cause = link.__cause__ if isinstance(link, optuna.exceptions.StorageInternalError) else link
-            return f"lost the Optuna storage {redact(config.storage)}: {first_line(cause or link)}"
+            return f"lost the Optuna storage {redact(config.storage)}: {first_line(storage_cause(link))}"
     return None
+
+
+def storage_cause(error: BaseException) -> BaseException:
+    """The SQLAlchemy error behind Optuna's ``StorageInternalError`` (whose own message is generic), or ``error``."""
+    cause = error.__cause__
+    return cause if isinstance(error, optuna.exceptions.StorageInternalError) and cause is not None else error
 
 
 def _chain(error: BaseException | None) -> list[BaseException]:

@@ -19,7 +19,7 @@ from typing import Any, Callable, TypeVar
 import optuna
 import sqlalchemy
 
-from hpo.faults import STORAGE_ERRORS, first_line
+from hpo.faults import STORAGE_ERRORS, first_line, storage_cause
 
 CONNECT_ATTEMPTS = 5
 FIRST_RETRY_DELAY_S = 0.5  # doubled after each attempt: 0.5 + 1 + 2 + 4 s before giving up
@@ -83,7 +83,7 @@ def replayed_before_commit(method: Method) -> Method:
                     if attempt == 2 or calls.committing or not connection_lost(e):
                         raise
                     logger.warning("connection lost before %s committed; running it again: %s",
-                                   method.__name__, first_line(connection_error(e)))
+                                   method.__name__, first_line(storage_cause(e)))
         finally:
             calls.running = False
 
@@ -92,13 +92,7 @@ def replayed_before_commit(method: Method) -> Method:
 
 def connection_lost(error: BaseException) -> bool:
     """Whether ``error`` (or what it wraps: Optuna re-raises SQLAlchemy's errors) is a dead connection."""
-    return getattr(connection_error(error), "connection_invalidated", False)
-
-
-def connection_error(error: BaseException) -> BaseException:
-    """The SQLAlchemy error behind Optuna's ``StorageInternalError``, or ``error`` itself."""
-    cause = error.__cause__
-    return cause if isinstance(error, optuna.exceptions.StorageInternalError) and cause is not None else error
+    return getattr(storage_cause(error), "connection_invalidated", False)
 
 
 def _replay_storage_calls(storage_class: type[optuna.storages.RDBStorage]) -> None:
