@@ -57,6 +57,34 @@ def with_fused_batch_norm(module: ModuleT) -> ModuleT:
     return fused
 
 
+def conv_batch_norm(x: torch.Tensor, conv: nn.Conv2d, norm: nn.BatchNorm2d) -> torch.Tensor:
+    """``norm(conv(x))`` with batch statistics, computed without the full-resolution pass of batch norm.
+
+    A convolution is linear in its input patches (``D`` = channels × kernel values each), so the
+    mean and variance of each output channel follow from the mean and covariance of the patches:
+    the batch norm folds into the convolution's weights and bias. Exact up to rounding, and cheap
+    where ``D`` is small: a first layer over 1-3 input channels, whose outputs are the largest
+    activations of the network and whose batch norm, with its first and second derivatives,
+    otherwise makes a dozen passes over them under MAML. Needs ``groups=1`` and zero padding, as
+    in every backbone here.
+    """
+    cols = F.unfold(x, conv.kernel_size, conv.dilation, conv.padding, conv.stride)  # [batch, D, positions]
+    patches = cols.transpose(1, 2).flatten(0, 1)
+    patch_mean = patches.mean(0)
+    centred = patches - patch_mean  # centred first: E[pp'] - E[p]E[p]' cancels for images with a large mean
+    patch_cov = centred.T @ centred / patches.shape[0]
+    weight = conv.weight.flatten(1)  # [out_channels, D]
+    variance = ((weight @ patch_cov) * weight).sum(1)
+    scale = norm.weight * torch.rsqrt(variance + norm.eps)
+    # The conv bias cancels against the mean it shifts; it stays in the graph so that it gets its
+    # (zero) gradient as in the unfolded layers.
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(scale)
+    shift = norm.bias - scale * (weight @ patch_mean + bias) + scale * bias
+    out = (weight * scale[:, None]) @ cols + shift[:, None]
+    height = (x.shape[-2] + 2 * conv.padding[0] - conv.dilation[0] * (conv.kernel_size[0] - 1) - 1) // conv.stride[0] + 1
+    return out.unflatten(-1, (height, -1))
+
+
 Norm = Callable[[int], nn.Module]  # a batch norm of that many channels
 
 
@@ -80,6 +108,14 @@ class Conv4(nn.Sequential):
                 blocks.append(nn.MaxPool2d(2))
         head = [nn.AdaptiveAvgPool2d(1), nn.Flatten()] if strided else [nn.Flatten()]
         super().__init__(*blocks, *head)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv, norm, *rest = self
+        # The vmap-safe batch norm of the first block folds into its convolution (see conv_batch_norm).
+        x = conv_batch_norm(x, conv, norm) if isinstance(norm, BatchNorm2d) and norm.composite else norm(conv(x))
+        for module in rest:
+            x = module(x)
+        return x
 
 
 class _ResBlock12(nn.Module):

@@ -1,11 +1,14 @@
 """Backbones: the feature dimension each reports, and their batch norm (fused kernel or vmap-safe composite)."""
 from __future__ import annotations
 
+from unittest import mock
+
 import pytest
 import torch
 from torch import nn
 
-from learners.backbones import BACKBONES, BatchNorm2d, build_backbone
+from learners import backbones
+from learners.backbones import BACKBONES, BatchNorm2d, build_backbone, conv_batch_norm, with_fused_batch_norm
 
 # Expected feature width at Omniglot (1×28×28) and miniImageNet (3×84×84) sizes.
 FEATURES = {
@@ -75,3 +78,35 @@ def test_build_backbone_puts_the_requested_batch_norm_everywhere(vmapped: bool) 
     backbone, _ = build_backbone("resnet12", (3, 84, 84), track_running_stats=not vmapped, composite_batch_norm=vmapped)
     norms = [m for m in backbone.modules() if isinstance(m, nn.BatchNorm2d)]
     assert norms and all(isinstance(m, BatchNorm2d) and m.composite == vmapped for m in norms)
+
+
+@pytest.mark.parametrize("in_channels, stride, bias", [(1, 1, True), (3, 2, False)])
+def test_batch_norm_folded_into_the_convolution_matches_the_two_layers(in_channels: int, stride: int,
+                                                                       bias: bool) -> None:
+    torch.manual_seed(0)
+    conv = nn.Conv2d(in_channels, 8, 3, stride=stride, padding=1, bias=bias).double()
+    norm = BatchNorm2d(8, track_running_stats=False, composite=True).double()
+    with torch.no_grad():
+        norm.weight.copy_(torch.linspace(-1, 2, 8))
+        norm.bias.copy_(torch.linspace(0.5, -0.5, 8))
+    x = torch.rand(6, in_channels, 11, 11, dtype=torch.float64) * 2 + 5  # a large mean, as Omniglot's white pages
+    params = [conv.weight, norm.weight, norm.bias]
+    folded, unfolded = conv_batch_norm(x, conv, norm), norm(conv(x))
+    torch.testing.assert_close(folded, unfolded)
+    # First and second derivatives, as MAML takes them.
+    weights = torch.randn_like(unfolded)
+    for first, second in zip(*[torch.autograd.grad(((out * weights).sum() ** 2), params, create_graph=True)
+                               for out in (folded, unfolded)]):
+        torch.testing.assert_close(first, second)
+        torch.testing.assert_close(*[torch.autograd.grad(g.square().sum(), conv.weight, retain_graph=True)[0]
+                                     for g in (first, second)])
+
+
+def test_conv4_folds_its_first_batch_norm_only_when_composite() -> None:
+    torch.manual_seed(0)
+    composite, _ = build_backbone("conv4", (1, 28, 28), track_running_stats=False, composite_batch_norm=True)
+    fused = with_fused_batch_norm(composite)
+    x = torch.rand(5, 1, 28, 28)
+    with mock.patch("learners.backbones.conv_batch_norm", wraps=backbones.conv_batch_norm) as fold:
+        torch.testing.assert_close(composite(x), fused(x), atol=1e-4, rtol=1e-4)
+    assert fold.call_count == 1
