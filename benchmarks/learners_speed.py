@@ -13,8 +13,9 @@ in its default batches). After a warm-up, the two calls alternate for at least 3
 ``--seconds`` each, and the fastest repetition counts (see :func:`best_times`). The MAML section
 times one meta-gradient of 32 tasks four ways, vmapped (:meth:`MAML.meta_loss`), a functional
 per-task loop (:func:`per_task_meta_gradient`) and a clone-per-task loop as most libraries write
-it (:func:`clone_per_task_meta_gradient`), with the vmap-safe batch norm and with PyTorch's fused
-kernel, checks they agree in float64, and prints the speed-ups.
+it (:func:`clone_per_task_meta_gradient`), with this package's layers (vmap-safe batch norm, the
+first one folded into its convolution) and with PyTorch's own (fused batch-norm kernel), checks
+they agree in float64, and prints the speed-ups.
 """
 from __future__ import annotations
 
@@ -48,8 +49,9 @@ class CountingTrainingData(TrainingData):
         super().__init__(split, spec, seed, device)
         self.tasks = self.images = 0
 
-    def episodes(self, tasks: int, ways: int | None = None, queries: int | None = None) -> Episodes:
-        episodes = super().episodes(tasks, ways, queries)
+    def episodes(self, tasks: int, ways: int | None = None, queries: int | None = None,
+                 shots: int | None = None) -> Episodes:
+        episodes = super().episodes(tasks, ways, queries, shots)
         self.tasks += tasks
         self.images += episodes.support[0].shape[0] * tasks + episodes.query[0].shape[0] * tasks
         return episodes
@@ -151,8 +153,8 @@ def clone_per_task_meta_gradient(learner: MAML, episodes: Episodes, inner_steps:
 
 
 def meta_gradient_calls(learner: MAML, episodes: Episodes) -> list[Callable[[], dict[str, torch.Tensor]]]:
-    """The four ways to one meta-gradient: vmapped, functional loop, clone-per-task, clone-per-task with
-    PyTorch's fused batch-norm kernel (what a library would use outside vmap: exact there, and faster)."""
+    """The four ways to one meta-gradient: vmapped, functional loop, clone-per-task with this package's layers,
+    clone-per-task with PyTorch's own layers (what a library would run: exact outside vmap)."""
     h, params = learner.hparams, learner.meta_parameters()
     fused = with_fused_batch_norm(learner)
 
@@ -192,9 +194,10 @@ def meta_gradient_speed(first_order: bool, backbone: str, split: ImageSplit, spe
     rates = [h.meta_batch / t for t in best_times(seconds, *calls, device=device)]
     return {"meta-gradient": f"MAML {'first' if first_order else 'second'} order, {h.inner_steps} inner step, "
                              f"{h.meta_batch} tasks",
-            "vmapped tasks/s": rates[0], "functional loop tasks/s": rates[1], "clone-per-task tasks/s": rates[2],
-            "clone-per-task, fused BN tasks/s": rates[3],
-            "× loop": rates[0] / rates[1], "× clone": rates[0] / rates[2], "× clone, fused BN": rates[0] / rates[3]}
+            "vmapped tasks/s": rates[0], "functional loop tasks/s": rates[1],
+            "clone-per-task, package layers tasks/s": rates[2], "clone-per-task, PyTorch layers tasks/s": rates[3],
+            "× loop": rates[0] / rates[1], "× clone, package layers": rates[0] / rates[2],
+            "× clone, PyTorch layers": rates[0] / rates[3]}
 
 
 def markdown_table(rows: list[dict[str, float | str]]) -> str:

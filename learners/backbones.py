@@ -48,8 +48,9 @@ ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 def with_fused_batch_norm(module: ModuleT) -> ModuleT:
-    """A deep copy of ``module`` whose batch norms use PyTorch's kernel: wrong under ``vmap``, exact and faster
-    in a per-task loop (the references the vmapped MAML is checked and timed against)."""
+    """A deep copy of ``module`` whose batch norms use PyTorch's kernel (and none is folded into a convolution):
+    wrong under ``vmap``, exact and faster in a per-task loop. PyTorch's own layers, as a library would run
+    them: the reference the vmapped MAML is checked and timed against."""
     fused = copy.deepcopy(module)
     for child in fused.modules():
         if isinstance(child, BatchNorm2d):

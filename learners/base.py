@@ -77,18 +77,19 @@ class TrainingData:
 
     def __init__(self, split: ImageSplit, spec: TaskSpec, seed: int, device: torch.device | str = "cpu"):
         self.split, self.spec, self.seed, self.device = split, spec, seed, torch.device(device)
-        self._samplers: dict[tuple[int, int], EpisodeSampler] = {}  # by (ways, queries)
+        self._samplers: dict[tuple[int, int, int], EpisodeSampler] = {}  # by (ways, shots, queries)
         self._batches: LabelledBatches | None = None
 
-    def episodes(self, tasks: int, ways: int | None = None, queries: int | None = None) -> Episodes:
-        """``tasks`` training episodes of the run's shape, optionally with other numbers of ways or queries."""
-        shape = (ways or self.spec.ways, queries or self.spec.queries)
+    def episodes(self, tasks: int, ways: int | None = None, queries: int | None = None,
+                 shots: int | None = None) -> Episodes:
+        """``tasks`` training episodes of the run's shape, optionally with other numbers of ways, queries or shots."""
+        shape = (ways or self.spec.ways, shots or self.spec.shots, queries or self.spec.queries)
         if shape not in self._samplers:
-            ways, queries = shape
+            ways, shots, queries = shape
             # Each shape has its own stream; the run's own shape keeps the seed it always had.
-            seed = self.seed + ways + (0 if queries == self.spec.queries else 7919 * queries)
-            spec = TaskSpec(ways, self.spec.shots, queries)
-            self._samplers[shape] = EpisodeSampler(self.split, spec, seed, self.device)
+            seed = (self.seed + ways + (0 if queries == self.spec.queries else 7919 * queries)
+                    + (0 if shots == self.spec.shots else 104729 * shots))
+            self._samplers[shape] = EpisodeSampler(self.split, TaskSpec(ways, shots, queries), seed, self.device)
         return self._samplers[shape].sample(tasks)
 
     def batch(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:

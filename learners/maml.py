@@ -23,10 +23,13 @@ class MAMLHParams(FineTuningHParams):
     # Query images per class in meta-training episodes; None = as evaluated. Finn et al. used
     # as many queries as shots (1 for 1-shot), which makes a meta-batch several times cheaper.
     train_queries: int | None = None
+    # Support images per class in meta-training episodes; None = as evaluated. Training 1-shot
+    # for a 5-shot test makes each inner loop five times cheaper.
+    train_shots: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.require_at_least_one("train_queries")
+        self.require_at_least_one("train_queries", "train_shots")
 
 
 class MAML(FineTuningLearner):
@@ -41,7 +44,8 @@ class MAML(FineTuningLearner):
 
     def train_step(self, data: TrainingData, step: int, total_steps: int) -> float:
         h = self.hparams
-        loss = self.meta_loss(data.episodes(h.meta_batch, queries=h.train_queries), h.inner_steps, h.first_order)
+        episodes = data.episodes(h.meta_batch, queries=h.train_queries, shots=h.train_shots)
+        loss = self.meta_loss(episodes, h.inner_steps, h.first_order)
         loss.backward()
         return loss.item()
 

@@ -128,20 +128,21 @@ class ShapeRecordingData(TrainingData):
         super().__init__(*args, **kwargs)
         self.shapes: list[tuple[int, int]] = []
 
-    def episodes(self, tasks, ways=None, queries=None):
-        episodes = super().episodes(tasks, ways, queries)
+    def episodes(self, tasks, ways=None, queries=None, shots=None):
+        episodes = super().episodes(tasks, ways, queries, shots)
         ways = int(episodes.query_labels.max()) + 1
-        self.shapes.append((ways, episodes.query.shape[1] // ways))
+        self.shapes.append((ways, episodes.support.shape[1] // ways, episodes.query.shape[1] // ways))
         return episodes
 
 
 @pytest.mark.parametrize("name, hparams, drawn", [
-    ("protonet", {}, (5, 3)),
-    ("protonet", {"train_ways": 8, "train_queries": 1}, (8, 1)),
-    ("maml", {"train_queries": 1, "meta_batch": 2}, (5, 1)),
+    ("protonet", {}, (5, 2, 3)),
+    ("protonet", {"train_ways": 8, "train_queries": 1}, (8, 2, 1)),
+    ("maml", {"train_queries": 1, "meta_batch": 2}, (5, 2, 1)),
+    ("maml", {"train_shots": 1, "meta_batch": 2}, (5, 1, 3)),
 ])
-def test_training_episode_shape_follows_train_ways_and_queries(synthetic, name, hparams, drawn):
-    spec = TaskSpec(ways=5, shots=1, queries=3)
+def test_training_episode_shape_follows_train_ways_shots_and_queries(synthetic, name, hparams, drawn):
+    spec = TaskSpec(ways=5, shots=2, queries=3)
     learner = build_learner(name, hparams, synthetic.train.image_shape, spec, synthetic.train.num_classes)
     data = ShapeRecordingData(synthetic.train, spec, seed=0)
     learner.train_step(data, step=1, total_steps=1)
@@ -149,16 +150,19 @@ def test_training_episode_shape_follows_train_ways_and_queries(synthetic, name, 
     assert learner.predict(next(iter(fixed_episodes(synthetic.val, spec, 2, seed=0)))).shape == (2, 15, 5)
 
 
-def test_other_training_queries_leave_the_run_shape_stream_alone(synthetic):
-    spec = TaskSpec(ways=5, shots=1, queries=3)
+@pytest.mark.parametrize("other_shape", [{"queries": 1}, {"shots": 1}])
+def test_other_training_shapes_leave_the_run_shape_stream_alone(synthetic, other_shape):
+    spec = TaskSpec(ways=5, shots=2, queries=3)
     alone = TrainingData(synthetic.train, spec, seed=0).episodes(2)
     mixed = TrainingData(synthetic.train, spec, seed=0)
-    mixed.episodes(2, queries=1)
+    other = mixed.episodes(2, **other_shape)
+    assert not torch.equal(other.support[:, :1], alone.support[:, :1])  # a stream of its own
     assert torch.equal(mixed.episodes(2).support, alone.support)
 
 
 @pytest.mark.parametrize("name, field", [("protonet", "train_queries"), ("protonet", "train_ways"),
-                                         ("protonet", "meta_batch"), ("maml", "train_queries")])
+                                         ("protonet", "meta_batch"), ("maml", "train_queries"),
+                                         ("maml", "train_shots")])
 def test_episode_shape_hparams_must_be_positive(name, field):
     with pytest.raises(ValueError, match=f"{field} must be at least 1"):
         build_learner(name, {field: 0}, (1, 28, 28), TaskSpec(5, 1, 3), num_train_classes=10)
