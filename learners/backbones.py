@@ -82,7 +82,8 @@ def conv_batch_norm(x: torch.Tensor, conv: nn.Conv2d, norm: nn.BatchNorm2d) -> t
     bias = conv.bias if conv.bias is not None else torch.zeros_like(scale)
     shift = norm.bias - scale * (weight @ patch_mean + bias) + scale * bias
     out = (weight * scale[:, None]) @ cols + shift[:, None]
-    height = (x.shape[-2] + 2 * conv.padding[0] - conv.dilation[0] * (conv.kernel_size[0] - 1) - 1) // conv.stride[0] + 1
+    kernel, stride, padding, dilation = conv.kernel_size[0], conv.stride[0], conv.padding[0], conv.dilation[0]
+    height = (x.shape[-2] + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
     return out.unflatten(-1, (height, -1))
 
 
