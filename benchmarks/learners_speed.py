@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from learners.backbones import BACKBONES, with_fused_batch_norm
+from learners.backbones import BACKBONES, with_pytorch_layers
 from learners.base import TrainingData
 from learners.data.episodes import Episodes, ImageSplit, TaskSpec
 from learners.maml import MAML, per_task_meta_gradient
@@ -156,7 +156,7 @@ def meta_gradient_calls(learner: MAML, episodes: Episodes) -> list[Callable[[], 
     """The four ways to one meta-gradient: vmapped, functional loop, clone-per-task with this package's layers,
     clone-per-task with PyTorch's own layers (what a library would run: exact outside vmap)."""
     h, params = learner.hparams, learner.meta_parameters()
-    fused = with_fused_batch_norm(learner)
+    pytorch_layers = with_pytorch_layers(learner)
 
     def vmapped() -> dict[str, torch.Tensor]:
         grads = torch.autograd.grad(learner.meta_loss(episodes, h.inner_steps, h.first_order), list(params.values()))
@@ -165,7 +165,7 @@ def meta_gradient_calls(learner: MAML, episodes: Episodes) -> list[Callable[[], 
     return [vmapped,
             partial(per_task_meta_gradient, learner, episodes, h.inner_steps, h.first_order),
             partial(clone_per_task_meta_gradient, learner, episodes, h.inner_steps, h.first_order),
-            partial(clone_per_task_meta_gradient, fused, episodes, h.inner_steps, h.first_order)]
+            partial(clone_per_task_meta_gradient, pytorch_layers, episodes, h.inner_steps, h.first_order)]
 
 
 def meta_gradient_speed(first_order: bool, backbone: str, split: ImageSplit, spec: TaskSpec, seconds: float,

@@ -47,15 +47,15 @@ class BatchNorm2d(nn.BatchNorm2d):
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
-def with_fused_batch_norm(module: ModuleT) -> ModuleT:
-    """A deep copy of ``module`` whose batch norms use PyTorch's kernel (and none is folded into a convolution):
-    wrong under ``vmap``, exact and faster in a per-task loop. PyTorch's own layers, as a library would run
-    them: the reference the vmapped MAML is checked and timed against."""
-    fused = copy.deepcopy(module)
-    for child in fused.modules():
+def with_pytorch_layers(module: ModuleT) -> ModuleT:
+    """A deep copy of ``module`` computed as a library would: PyTorch's batch-norm kernel, none folded into a
+    convolution. Wrong under ``vmap``, exact and faster in a per-task loop: the reference the vmapped MAML is
+    checked and timed against."""
+    copied = copy.deepcopy(module)
+    for child in copied.modules():
         if isinstance(child, BatchNorm2d):
             child.composite = False
-    return fused
+    return copied
 
 
 def conv_batch_norm(x: torch.Tensor, conv: nn.Conv2d, norm: nn.BatchNorm2d) -> torch.Tensor:

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from learners import backbones
-from learners.backbones import BACKBONES, BatchNorm2d, build_backbone, conv_batch_norm, with_fused_batch_norm
+from learners.backbones import BACKBONES, BatchNorm2d, build_backbone, conv_batch_norm, with_pytorch_layers
 
 # Expected feature width at Omniglot (1×28×28) and miniImageNet (3×84×84) sizes.
 FEATURES = {
@@ -105,7 +105,7 @@ def test_batch_norm_folded_into_the_convolution_matches_the_two_layers(in_channe
 def test_conv4_folds_its_first_batch_norm_only_when_composite() -> None:
     torch.manual_seed(0)
     composite, _ = build_backbone("conv4", (1, 28, 28), track_running_stats=False, composite_batch_norm=True)
-    fused = with_fused_batch_norm(composite)
+    fused = with_pytorch_layers(composite)
     x = torch.rand(5, 1, 28, 28)
     with mock.patch("learners.backbones.conv_batch_norm", wraps=backbones.conv_batch_norm) as fold:
         torch.testing.assert_close(composite(x), fused(x), atol=1e-4, rtol=1e-4)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from learners.backbones import with_fused_batch_norm
+from learners.backbones import with_pytorch_layers
 from learners.base import Budget, TrainingData, fit
 from learners.data import load_dataset
 from learners.data.episodes import EpisodeSampler, Episodes, ImageSplit, TaskSpec
@@ -52,7 +52,7 @@ def test_vmapped_meta_gradient_equals_per_task_loop(first_order: bool, images_pe
     learner.cpu_images_per_batch = images_per_chunk
     vmapped = vmapped_meta_gradient(learner, episodes, inner_steps=2, first_order=first_order)
     # The loop needs no vmap-safe batch norm: PyTorch's kernel gives an independent reference.
-    reference = per_task_meta_gradient(with_fused_batch_norm(learner), episodes, inner_steps=2,
+    reference = per_task_meta_gradient(with_pytorch_layers(learner), episodes, inner_steps=2,
                                        first_order=first_order)
     assert max_abs_difference(vmapped, reference) < 1e-5
 
