@@ -34,14 +34,21 @@ class BatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.composite:
             return super().forward(x)
-        # Two means rather than torch.var_mean, whose Welford kernel ran ~7x slower at 64×28×28.
+        scale, shift = self.scale_and_shift(x)
+        return x * scale[:, None, None] + shift[:, None, None]
+
+    def scale_and_shift(self, x: torch.Tensor, weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel ``(scale, shift)`` with ``composite(x) == x * scale + shift``, from the batch statistics of
+        ``x``; ``weight`` in place of the module's own (see :func:`conv_batch_norm`)."""
+        # Two sums rather than torch.var_mean, whose Welford kernel ran ~7x slower at 64×28×28 (and
+        # sums rather than means: a mean's backward materialises its division at full size).
         # E[x²] - E[x]² cancels only when |mean| >> std; inputs are normalised, and a conv bias
         # in front of a batch norm gets no gradient, so channel means stay near the spread.
-        mean = x.mean(dim=(0, 2, 3))
-        var = ((x * x).mean(dim=(0, 2, 3)) - mean * mean).clamp_min(0.0)
-        scale = torch.rsqrt(var + self.eps) * self.weight
-        shift = self.bias - mean * scale
-        return x * scale[:, None, None] + shift[:, None, None]
+        count = x.numel() // x.shape[1]
+        mean = x.sum(dim=(0, 2, 3)) / count
+        var = (x.square().sum(dim=(0, 2, 3)) / count - mean * mean).clamp_min(0.0)
+        scale = torch.rsqrt(var + self.eps) * (self.weight if weight is None else weight)
+        return scale, self.bias - mean * scale
 
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
@@ -58,33 +65,63 @@ def with_pytorch_layers(module: ModuleT) -> ModuleT:
     return copied
 
 
-def conv_batch_norm(x: torch.Tensor, conv: nn.Conv2d, norm: nn.BatchNorm2d) -> torch.Tensor:
-    """``norm(conv(x))`` with batch statistics, computed without the full-resolution pass of batch norm.
+def conv_batch_norm(x: torch.Tensor, conv: nn.Conv2d, norm: BatchNorm2d, from_patches: bool = False,
+                    max_pool: bool = False) -> torch.Tensor:
+    """``norm(conv(x))`` with batch statistics, or with ``max_pool`` ``max_pool_2x2(norm(conv(x)))``, in fewer passes.
 
-    A convolution is linear in its input patches (``D`` = channels × kernel values each), so the
-    mean and variance of each output channel follow from the mean and covariance of the patches:
-    the batch norm folds into the convolution's weights and bias. Exact up to rounding, and cheap
-    where ``D`` is small: a first layer over 1-3 input channels, whose outputs are the largest
-    activations of the network and whose batch norm, with its first and second derivatives,
-    otherwise makes a dozen passes over them under MAML. Needs ``groups=1`` and zero padding, as
-    in every backbone here.
+    ``max_pool``: pool first, then normalise at a quarter of the size. A max-pool commutes with a
+    per-channel ``z * scale + shift`` when ``scale ≥ 0``, so channels whose batch-norm weight is
+    negative are computed negated (their convolution weights, bias and batch-norm weight flipped:
+    the same function, and ``scale`` is then positive).
+
+    ``from_patches``: the statistics without a pass over the convolution's output. A convolution
+    is linear in its input patches (``D`` = channels × kernel values each), so the mean and
+    variance of each output channel follow from the mean and covariance of the patches, and
+    without ``max_pool`` the batch norm folds into the convolution's weights and bias. Exact up to
+    rounding, and cheap where ``D`` is small: a first layer over 1-3 input channels, whose outputs
+    are the largest activations of the network and whose batch norm, with its first and second
+    derivatives, otherwise makes a dozen passes over them under MAML. Needs ``groups=1`` and zero
+    padding, as in every backbone here.
     """
-    cols = F.unfold(x, conv.kernel_size, conv.dilation, conv.padding, conv.stride)  # [batch, D, positions]
-    patches = cols.transpose(1, 2).flatten(0, 1)
-    patch_mean = patches.mean(0)
-    centred = patches - patch_mean  # centred first: E[pp'] - E[p]E[p]' cancels for images with a large mean
-    patch_cov = centred.T @ centred / patches.shape[0]
-    weight = conv.weight.flatten(1)  # [out_channels, D]
-    variance = ((weight @ patch_cov) * weight).sum(1)
-    scale = norm.weight * torch.rsqrt(variance + norm.eps)
-    # The conv bias cancels against the mean it shifts; it stays in the graph so that it gets its
-    # (zero) gradient as in the unfolded layers.
-    bias = conv.bias if conv.bias is not None else torch.zeros_like(scale)
-    shift = norm.bias - scale * (weight @ patch_mean + bias) + scale * bias
-    out = (weight * scale[:, None]) @ cols + shift[:, None]
-    kernel, stride, padding, dilation = conv.kernel_size[0], conv.stride[0], conv.padding[0], conv.dilation[0]
-    height = (x.shape[-2] + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
-    return out.unflatten(-1, (height, -1))
+    weight, norm_weight = conv.weight, norm.weight
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(norm_weight)
+    if max_pool:
+        sign = torch.where(norm_weight < 0, -1.0, 1.0)
+        weight, bias, norm_weight = weight * sign[:, None, None, None], bias * sign, norm_weight * sign
+    conv_args = conv.stride, conv.padding, conv.dilation
+    if from_patches:
+        cols = F.unfold(x, conv.kernel_size, conv.dilation, conv.padding, conv.stride)  # [batch, D, positions]
+        patches = cols.transpose(1, 2).flatten(0, 1)
+        patch_mean = patches.mean(0)
+        centred = patches - patch_mean  # centred first: E[pp'] - E[p]E[p]' cancels for images with a large mean
+        patch_cov = centred.T @ centred / patches.shape[0]
+        flat = weight.flatten(1)  # [out_channels, D]
+        scale = norm_weight * torch.rsqrt(((flat @ patch_cov) * flat).sum(1) + norm.eps)
+        shift = norm.bias - scale * (flat @ patch_mean + bias)
+        if not max_pool:
+            return F.conv2d(x, weight * scale[:, None, None, None], bias * scale + shift, *conv_args)
+        z = F.conv2d(x, weight, None, *conv_args)
+        # The bias cancels against the mean it shifts; it stays in the graph for its (zero) gradient.
+        shift = shift + scale * bias
+    else:
+        z = F.conv2d(x, weight, bias, *conv_args)
+        scale, shift = norm.scale_and_shift(z, norm_weight)
+    if max_pool:
+        z = max_pool_2x2(z)
+    return z * scale[:, None, None] + shift[:, None, None]
+
+
+def max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
+    """``F.max_pool2d(x, 2)`` as a gather at the maxima's indices, found in the channels-last layout.
+
+    PyTorch's CPU max-pool kernel is vectorised over channels only in that layout (~10× faster
+    than in the default one at 64×28×28), and ``vmap`` cannot carry channels-last activations.
+    The gather's first and second derivatives route gradients to the maxima, as max-pooling's do.
+    """
+    with torch.no_grad():
+        _, indices = F.max_pool2d(x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2), 2, return_indices=True)
+    indices = indices.contiguous()
+    return x.flatten(-2).gather(-1, indices.flatten(-2)).view(indices.shape)
 
 
 Norm = Callable[[int], nn.Module]  # a batch norm of that many channels
@@ -110,12 +147,18 @@ class Conv4(nn.Sequential):
                 blocks.append(nn.MaxPool2d(2))
         head = [nn.AdaptiveAvgPool2d(1), nn.Flatten()] if strided else [nn.Flatten()]
         super().__init__(*blocks, *head)
+        self.strided = strided
+        self.block_size = 3 if strided else 4
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv, norm, *rest = self
-        # The vmap-safe batch norm of the first block folds into its convolution (see conv_batch_norm).
-        x = conv_batch_norm(x, conv, norm) if isinstance(norm, BatchNorm2d) and norm.composite else norm(conv(x))
-        for module in rest:
+        if not (isinstance(self[1], BatchNorm2d) and self[1].composite):
+            return super().forward(x)
+        # The vmap-safe form (see conv_batch_norm): the first block's batch norm from its input's
+        # patch statistics, every block max-pooled before its batch norm and ReLU.
+        for i in range(4):
+            conv, norm = self[i * self.block_size], self[i * self.block_size + 1]
+            x = F.relu(conv_batch_norm(x, conv, norm, from_patches=i == 0, max_pool=not self.strided))
+        for module in list(self)[4 * self.block_size:]:
             x = module(x)
         return x
 

@@ -5,10 +5,13 @@ from unittest import mock
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.func import vmap
 
 from learners import backbones
-from learners.backbones import BACKBONES, BatchNorm2d, build_backbone, conv_batch_norm, with_pytorch_layers
+from learners.backbones import (BACKBONES, BatchNorm2d, build_backbone, conv_batch_norm, max_pool_2x2,
+                                with_pytorch_layers)
 
 # Expected feature width at Omniglot (1×28×28) and miniImageNet (3×84×84) sizes.
 FEATURES = {
@@ -80,33 +83,60 @@ def test_build_backbone_puts_the_requested_batch_norm_everywhere(vmapped: bool) 
     assert norms and all(isinstance(m, BatchNorm2d) and m.composite == vmapped for m in norms)
 
 
+def reference_conv_batch_norm(x: torch.Tensor, conv: nn.Conv2d, norm: BatchNorm2d, max_pool: bool) -> torch.Tensor:
+    """PyTorch's own layers: convolution, fused batch-norm kernel (batch statistics), max-pool."""
+    out = F.batch_norm(conv(x), None, None, norm.weight, norm.bias, training=True, eps=norm.eps)
+    return F.max_pool2d(out, 2) if max_pool else out
+
+
+@pytest.mark.parametrize("from_patches", [True, False])
+@pytest.mark.parametrize("max_pool", [True, False])
 @pytest.mark.parametrize("in_channels, stride, bias", [(1, 1, True), (3, 2, False)])
-def test_batch_norm_folded_into_the_convolution_matches_the_two_layers(in_channels: int, stride: int,
-                                                                       bias: bool) -> None:
+def test_conv_batch_norm_matches_pytorch_layers(from_patches: bool, max_pool: bool, in_channels: int, stride: int,
+                                                bias: bool) -> None:
     torch.manual_seed(0)
     conv = nn.Conv2d(in_channels, 8, 3, stride=stride, padding=1, bias=bias).double()
     norm = BatchNorm2d(8, track_running_stats=False, composite=True).double()
     with torch.no_grad():
-        norm.weight.copy_(torch.linspace(-1, 2, 8))
+        norm.weight.copy_(torch.linspace(-1, 2, 8))  # negative weights: pooling must not commute blindly
         norm.bias.copy_(torch.linspace(0.5, -0.5, 8))
     x = torch.rand(6, in_channels, 11, 11, dtype=torch.float64) * 2 + 5  # a large mean, as Omniglot's white pages
-    params = [conv.weight, norm.weight, norm.bias]
-    folded, unfolded = conv_batch_norm(x, conv, norm), norm(conv(x))
-    torch.testing.assert_close(folded, unfolded)
+    params = [conv.weight, norm.weight, norm.bias] + ([conv.bias] if bias else [])
+    ours = conv_batch_norm(x, conv, norm, from_patches=from_patches, max_pool=max_pool)
+    reference = reference_conv_batch_norm(x, conv, norm, max_pool)
+    torch.testing.assert_close(ours, reference)
     # First and second derivatives, as MAML takes them.
-    weights = torch.randn_like(unfolded)
+    weights = torch.randn_like(reference)
     for first, second in zip(*[torch.autograd.grad(((out * weights).sum() ** 2), params, create_graph=True)
-                               for out in (folded, unfolded)]):
+                               for out in (ours, reference)]):
         torch.testing.assert_close(first, second)
         torch.testing.assert_close(*[torch.autograd.grad(g.square().sum(), conv.weight, retain_graph=True)[0]
                                      for g in (first, second)])
 
 
-def test_conv4_folds_its_first_batch_norm_only_when_composite() -> None:
+@pytest.mark.parametrize("size", [28, 7, 6])
+def test_max_pool_2x2_matches_max_pool2d_under_vmap(size: int) -> None:
+    x = torch.randn(3, 4, 5, size, size, dtype=torch.float64, requires_grad=True)
+    ours, reference = vmap(max_pool_2x2)(x), F.max_pool2d(x.flatten(0, 1), 2).unflatten(0, (3, 4))
+    torch.testing.assert_close(ours, reference, rtol=0, atol=0)
+    weights = torch.randn_like(reference)
+    torch.testing.assert_close(*[torch.autograd.grad((out * weights).sum(), x)[0] for out in (ours, reference)])
+
+
+@pytest.mark.parametrize("name", ["conv4", "conv4_strided"])
+def test_conv4_goes_through_conv_batch_norm_only_when_composite(name: str) -> None:
     torch.manual_seed(0)
-    composite, _ = build_backbone("conv4", (1, 28, 28), track_running_stats=False, composite_batch_norm=True)
+    composite, _ = build_backbone(name, (1, 28, 28), track_running_stats=False, composite_batch_norm=True)
+    with torch.no_grad():
+        for norm in composite.modules():
+            if isinstance(norm, BatchNorm2d):
+                norm.weight.copy_(torch.linspace(-1, 2, norm.num_features))
     fused = with_pytorch_layers(composite)
     x = torch.rand(5, 1, 28, 28)
     with mock.patch("learners.backbones.conv_batch_norm", wraps=backbones.conv_batch_norm) as fold:
         torch.testing.assert_close(composite(x), fused(x), atol=1e-4, rtol=1e-4)
-    assert fold.call_count == 1
+    assert [call.kwargs for call in fold.call_args_list] == [
+        {"from_patches": i == 0, "max_pool": name == "conv4"} for i in range(4)]
+    with mock.patch("learners.backbones.conv_batch_norm") as fold:
+        fused(x)
+    assert fold.call_count == 0

@@ -47,8 +47,15 @@ def max_abs_difference(a: dict, b: dict) -> float:
 @pytest.mark.parametrize("first_order", [False, True])
 @pytest.mark.parametrize("images_per_chunk", [1000, 15])  # all 4 tasks at once; uneven chunks of 3+1 and 1
 @pytest.mark.parametrize("backbone", ["conv4", "conv4_strided"])
-def test_vmapped_meta_gradient_equals_per_task_loop(first_order: bool, images_per_chunk: int, backbone: str) -> None:
+@pytest.mark.parametrize("mixed_signs", [False, True])  # batch-norm weights of both signs (see conv_batch_norm)
+def test_vmapped_meta_gradient_equals_per_task_loop(first_order: bool, images_per_chunk: int, backbone: str,
+                                                    mixed_signs: bool) -> None:
     learner, episodes = small_maml(inner_lr=0.5, backbone=backbone), random_episodes(tasks=4)
+    if mixed_signs:
+        with torch.no_grad():
+            for name, p in learner.named_parameters():
+                if name.startswith("backbone.") and p.dim() == 1 and name.endswith("weight"):  # batch-norm weights
+                    p.copy_(torch.linspace(-1.5, 1.5, len(p)))
     learner.cpu_images_per_batch = images_per_chunk
     vmapped = vmapped_meta_gradient(learner, episodes, inner_steps=2, first_order=first_order)
     # The loop needs no vmap-safe batch norm: PyTorch's kernel gives an independent reference.
