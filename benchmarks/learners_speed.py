@@ -13,9 +13,9 @@ in its default batches). After a warm-up, the two calls alternate for at least 3
 ``--seconds`` each, and the fastest repetition counts (see :func:`best_times`). The MAML section
 times one meta-gradient of 32 tasks four ways, vmapped (:meth:`MAML.meta_loss`), a functional
 per-task loop (:func:`per_task_meta_gradient`) and a clone-per-task loop as most libraries write
-it (:func:`clone_per_task_meta_gradient`), with this package's layers (vmap-safe batch norm, the
-first one folded into its convolution) and with PyTorch's own (fused batch-norm kernel), checks
-they agree in float64, and prints the speed-ups.
+it (:func:`clone_per_task_meta_gradient`), with this package's layers (vmap-safe batch norm, conv4's
+``conv_batch_norm`` blocks) and with PyTorch's own (fused batch-norm kernel, ``nn.MaxPool2d``),
+checks they agree in float64, and prints the speed-ups.
 """
 from __future__ import annotations
 

@@ -55,9 +55,9 @@ ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 def with_pytorch_layers(module: ModuleT) -> ModuleT:
-    """A deep copy of ``module`` computed as a library would: PyTorch's batch-norm kernel, none folded into a
-    convolution. Wrong under ``vmap``, exact and faster in a per-task loop: the reference the vmapped MAML is
-    checked and timed against."""
+    """A deep copy of ``module`` computed as a library would: PyTorch's batch-norm kernel, and conv4 as its plain
+    sequence of layers (no :func:`conv_batch_norm`). Wrong under ``vmap``, exact and faster in a per-task loop:
+    the reference the vmapped MAML is checked and timed against."""
     copied = copy.deepcopy(module)
     for child in copied.modules():
         if isinstance(child, BatchNorm2d):
@@ -153,8 +153,8 @@ class Conv4(nn.Sequential):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (isinstance(self[1], BatchNorm2d) and self[1].composite):
             return super().forward(x)
-        # The vmap-safe form (see conv_batch_norm): the first block's batch norm from its input's
-        # patch statistics, every block max-pooled before its batch norm and ReLU.
+        # The vmap-safe form in fewer passes (see conv_batch_norm): the first block's batch norm
+        # from its input's patch statistics; in the max-pooled conv4, every block pooled first.
         for i in range(4):
             conv, norm = self[i * self.block_size], self[i * self.block_size + 1]
             x = F.relu(conv_batch_norm(x, conv, norm, from_patches=i == 0, max_pool=not self.strided))

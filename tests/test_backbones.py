@@ -133,10 +133,10 @@ def test_conv4_goes_through_conv_batch_norm_only_when_composite(name: str) -> No
                 norm.weight.copy_(torch.linspace(-1, 2, norm.num_features))
     fused = with_pytorch_layers(composite)
     x = torch.rand(5, 1, 28, 28)
-    with mock.patch("learners.backbones.conv_batch_norm", wraps=backbones.conv_batch_norm) as fold:
+    with mock.patch("learners.backbones.conv_batch_norm", wraps=backbones.conv_batch_norm) as blocks:
         torch.testing.assert_close(composite(x), fused(x), atol=1e-4, rtol=1e-4)
-    assert [call.kwargs for call in fold.call_args_list] == [
+    assert [call.kwargs for call in blocks.call_args_list] == [
         {"from_patches": i == 0, "max_pool": name == "conv4"} for i in range(4)]
-    with mock.patch("learners.backbones.conv_batch_norm") as fold:
+    with mock.patch("learners.backbones.conv_batch_norm") as blocks:
         fused(x)
-    assert fold.call_count == 0
+    assert blocks.call_count == 0
