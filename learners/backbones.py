@@ -148,17 +148,17 @@ class Conv4(nn.Sequential):
         head = [nn.AdaptiveAvgPool2d(1), nn.Flatten()] if strided else [nn.Flatten()]
         super().__init__(*blocks, *head)
         self.strided = strided
-        self.block_size = 3 if strided else 4
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (isinstance(self[1], BatchNorm2d) and self[1].composite):
             return super().forward(x)
         # The vmap-safe form in fewer passes (see conv_batch_norm): the first block's batch norm
         # from its input's patch statistics; in the max-pooled conv4, every block pooled first.
-        for i in range(4):
-            conv, norm = self[i * self.block_size], self[i * self.block_size + 1]
-            x = F.relu(conv_batch_norm(x, conv, norm, from_patches=i == 0, max_pool=not self.strided))
-        for module in list(self)[4 * self.block_size:]:
+        layers, block = list(self), 3 if self.strided else 4
+        for start in range(0, 4 * block, block):
+            conv, norm = layers[start], layers[start + 1]
+            x = F.relu(conv_batch_norm(x, conv, norm, from_patches=start == 0, max_pool=not self.strided))
+        for module in layers[4 * block:]:
             x = module(x)
         return x
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from learners.backbones import with_pytorch_layers
+from learners.backbones import BatchNorm2d, with_pytorch_layers
 from learners.base import Budget, TrainingData, fit
 from learners.data import load_dataset
 from learners.data.episodes import EpisodeSampler, Episodes, ImageSplit, TaskSpec
@@ -53,9 +53,9 @@ def test_vmapped_meta_gradient_equals_per_task_loop(first_order: bool, images_pe
     learner, episodes = small_maml(inner_lr=0.5, backbone=backbone), random_episodes(tasks=4)
     if mixed_signs:
         with torch.no_grad():
-            for name, p in learner.named_parameters():
-                if name.startswith("backbone.") and p.dim() == 1 and name.endswith("weight"):  # batch-norm weights
-                    p.copy_(torch.linspace(-1.5, 1.5, len(p)))
+            for norm in learner.backbone.modules():
+                if isinstance(norm, BatchNorm2d):
+                    norm.weight.copy_(torch.linspace(-1.5, 1.5, norm.num_features))
     learner.cpu_images_per_batch = images_per_chunk
     vmapped = vmapped_meta_gradient(learner, episodes, inner_steps=2, first_order=first_order)
     # The loop needs no vmap-safe batch norm: PyTorch's kernel gives an independent reference.
