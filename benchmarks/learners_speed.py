@@ -15,11 +15,15 @@ times one meta-gradient of 32 tasks four ways, vmapped (:meth:`MAML.meta_loss`),
 per-task loop (:func:`per_task_meta_gradient`) and a clone-per-task loop as most libraries write
 it (:func:`clone_per_task_meta_gradient`), with this package's layers (vmap-safe batch norm, conv4's
 ``conv_batch_norm`` blocks) and with PyTorch's own (fused batch-norm kernel, ``nn.MaxPool2d``),
-checks they agree in float64, and prints the speed-ups.
+checks they agree in float64, and prints the speed-ups. On a CPU it also times each operator of
+the vmapped call and of the PyTorch-layers reference once (:class:`OperatorSeconds`): the share
+each spends in convolutions, and the ceiling, the reference's time over the vmapped call's
+convolution time, which no saving outside the convolutions can exceed.
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import copy
 import json
 import time
@@ -30,6 +34,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from learners.backbones import BACKBONES, with_pytorch_layers
 from learners.base import TrainingData
@@ -124,6 +129,32 @@ def learner_speed(name: str, backbone: str, split: ImageSplit, spec: TaskSpec, s
     }
 
 
+class OperatorSeconds(TorchDispatchMode):
+    """Wall time spent in each ATen operator while active (CPU only: there operators run synchronously).
+
+    Per-operator timing, unlike ``torch.profiler``, whose tables inflated large memory-bound
+    operators several-fold on this project's machines. Its own overhead, a few microseconds per
+    operator, inflates calls made of many small operators (the per-task loops).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seconds: collections.Counter[str] = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        start = time.perf_counter()
+        out = func(*args, **(kwargs or {}))
+        self.seconds[func.overloadpacket.__name__] += time.perf_counter() - start
+        return out
+
+
+def convolution_seconds(call: Callable[[], object]) -> float:
+    """Seconds one ``call()`` spends in convolutions and their derivatives."""
+    with OperatorSeconds() as timer:
+        call()
+    return timer.seconds["convolution"] + timer.seconds["convolution_backward"]
+
+
 def clone_module(module: nn.Module) -> nn.Module:
     """A differentiable copy of ``module`` whose parameters are clones of the original's (learn2learn style)."""
     clone = copy.copy(module)
@@ -191,13 +222,23 @@ def meta_gradient_speed(first_order: bool, backbone: str, split: ImageSplit, spe
     calls = meta_gradient_calls(learner, episodes)
     for call in calls:  # warm-up
         call()
-    rates = [h.meta_batch / t for t in best_times(seconds, *calls, device=device)]
-    return {"meta-gradient": f"MAML {'first' if first_order else 'second'} order, {h.inner_steps} inner step, "
-                             f"{h.meta_batch} tasks",
-            "vmapped tasks/s": rates[0], "functional loop tasks/s": rates[1],
-            "clone-per-task, package layers tasks/s": rates[2], "clone-per-task, PyTorch layers tasks/s": rates[3],
-            "× loop": rates[0] / rates[1], "× clone, package layers": rates[0] / rates[2],
-            "× clone, PyTorch layers": rates[0] / rates[3]}
+    times = best_times(seconds, *calls, device=device)
+    rates = [h.meta_batch / t for t in times]
+    row: dict[str, float | str] = {
+        "meta-gradient": f"MAML {'first' if first_order else 'second'} order, {h.inner_steps} inner step, "
+                         f"{h.meta_batch} tasks",
+        "vmapped tasks/s": rates[0], "functional loop tasks/s": rates[1],
+        "clone-per-task, package layers tasks/s": rates[2], "clone-per-task, PyTorch layers tasks/s": rates[3],
+        "× loop": rates[0] / rates[1], "× clone, package layers": rates[0] / rates[2],
+        "× clone, PyTorch layers": rates[0] / rates[3]}
+    if device.type == "cpu":
+        # Batching saves per-operation work, not arithmetic: the vmapped call's convolution time
+        # bounds the speed-up that removing all of its other work could reach.
+        vmapped_convolutions, reference_convolutions = convolution_seconds(calls[0]), convolution_seconds(calls[3])
+        row |= {"vmapped: convolutions": f"{vmapped_convolutions / times[0]:.0%}",
+                "clone, PyTorch layers: convolutions": f"{reference_convolutions / times[3]:.0%}",
+                "ceiling × clone, PyTorch layers": times[3] / vmapped_convolutions}
+    return row
 
 
 def markdown_table(rows: list[dict[str, float | str]]) -> str:
