@@ -97,12 +97,12 @@ def conv_batch_norm(x: torch.Tensor, conv: nn.Conv2d, norm: BatchNorm2d, from_pa
         patch_cov = centred.T @ centred / patches.shape[0]
         flat = weight.flatten(1)  # [out_channels, D]
         scale = norm_weight * torch.rsqrt(((flat @ patch_cov) * flat).sum(1) + norm.eps)
-        shift = norm.bias - scale * (flat @ patch_mean + bias)
+        # The shift of the convolution without its bias: the bias cancels against the mean it
+        # shifts, and stays in the graph for its (zero) gradient.
+        shift = norm.bias - scale * (flat @ patch_mean + bias) + scale * bias
         if not max_pool:
-            return F.conv2d(x, weight * scale[:, None, None, None], bias * scale + shift, *conv_args)
+            return F.conv2d(x, weight * scale[:, None, None, None], shift, *conv_args)
         z = F.conv2d(x, weight, None, *conv_args)
-        # The bias cancels against the mean it shifts; it stays in the graph for its (zero) gradient.
-        shift = shift + scale * bias
     else:
         z = F.conv2d(x, weight, bias, *conv_args)
         scale, shift = norm.scale_and_shift(z, norm_weight)
