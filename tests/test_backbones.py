@@ -45,16 +45,26 @@ def test_unknown_backbone_is_named() -> None:
         build_backbone("vgg", (1, 28, 28))
 
 
+def spread_batch_norm_affine(module: nn.Module, weights: tuple[float, float],
+                             biases: tuple[float, float] | None = None) -> None:
+    """Spread the weights (and biases) of every batch norm in ``module``, itself included, evenly over a
+    range: ranges with negative weights make pooling before the batch norm flip channels (see conv_batch_norm)."""
+    with torch.no_grad():
+        for norm in module.modules():
+            if isinstance(norm, nn.BatchNorm2d):
+                norm.weight.copy_(torch.linspace(*weights, norm.num_features))
+                if biases is not None:
+                    norm.bias.copy_(torch.linspace(*biases, norm.num_features))
+
+
 @pytest.mark.parametrize("training", [True, False])
 def test_composite_batch_norm_matches_the_builtin(training: bool) -> None:
     torch.manual_seed(0)
     ours = BatchNorm2d(4, track_running_stats=False, composite=True)
     builtin = nn.BatchNorm2d(4, track_running_stats=False)
-    with torch.no_grad():
-        for bn in (ours, builtin):
-            bn.weight.copy_(torch.linspace(-1, 2, 4))
-            bn.bias.copy_(torch.linspace(0.5, -0.5, 4))
-            bn.train(training)
+    for bn in (ours, builtin):
+        spread_batch_norm_affine(bn, (-1, 2), (0.5, -0.5))
+        bn.train(training)
     x = (torch.randn(6, 4, 5, 5) * 3 + 1).requires_grad_()
     torch.testing.assert_close(ours(x), builtin(x))
     weights = torch.randn(6, 4, 5, 5)
@@ -97,9 +107,7 @@ def test_conv_batch_norm_matches_pytorch_layers(from_patches: bool, max_pool: bo
     torch.manual_seed(0)
     conv = nn.Conv2d(in_channels, 8, 3, stride=stride, padding=1, bias=bias).double()
     norm = BatchNorm2d(8, track_running_stats=False, composite=True).double()
-    with torch.no_grad():
-        norm.weight.copy_(torch.linspace(-1, 2, 8))  # negative weights: pooling must not commute blindly
-        norm.bias.copy_(torch.linspace(0.5, -0.5, 8))
+    spread_batch_norm_affine(norm, (-1, 2), (0.5, -0.5))  # negative weights: pooling must not commute blindly
     x = torch.rand(6, in_channels, 11, 11, dtype=torch.float64) * 2 + 5  # a large mean, as Omniglot's white pages
     params = [conv.weight, norm.weight, norm.bias] + ([conv.bias] if bias else [])
     ours = conv_batch_norm(x, conv, norm, from_patches=from_patches, max_pool=max_pool)
@@ -127,10 +135,7 @@ def test_max_pool_2x2_matches_max_pool2d_under_vmap(size: int) -> None:
 def test_conv4_goes_through_conv_batch_norm_only_when_composite(name: str) -> None:
     torch.manual_seed(0)
     composite, _ = build_backbone(name, (1, 28, 28), track_running_stats=False, composite_batch_norm=True)
-    with torch.no_grad():
-        for norm in composite.modules():
-            if isinstance(norm, BatchNorm2d):
-                norm.weight.copy_(torch.linspace(-1, 2, norm.num_features))
+    spread_batch_norm_affine(composite, (-1, 2))
     fused = with_pytorch_layers(composite)
     x = torch.rand(5, 1, 28, 28)
     with mock.patch("learners.backbones.conv_batch_norm", wraps=backbones.conv_batch_norm) as blocks:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from learners.backbones import BatchNorm2d, with_pytorch_layers
+from learners.backbones import with_pytorch_layers
 from learners.base import Budget, TrainingData, fit
 from learners.data import load_dataset
 from learners.data.episodes import EpisodeSampler, Episodes, ImageSplit, TaskSpec
@@ -12,6 +12,7 @@ from learners.functional import classification_loss
 from learners.maml import MAML, MAMLHParams, per_task_meta_gradient
 from learners.registry import build_learner
 from learners.reptile import Reptile, ReptileHParams
+from tests.test_backbones import spread_batch_norm_affine
 
 SMALL_SHAPE = (1, 16, 16)
 SPEC = TaskSpec(ways=5, shots=1, queries=3)
@@ -52,10 +53,7 @@ def test_vmapped_meta_gradient_equals_per_task_loop(first_order: bool, images_pe
                                                     mixed_signs: bool) -> None:
     learner, episodes = small_maml(inner_lr=0.5, backbone=backbone), random_episodes(tasks=4)
     if mixed_signs:
-        with torch.no_grad():
-            for norm in learner.backbone.modules():
-                if isinstance(norm, BatchNorm2d):
-                    norm.weight.copy_(torch.linspace(-1.5, 1.5, norm.num_features))
+        spread_batch_norm_affine(learner.backbone, (-1.5, 1.5))
     learner.cpu_images_per_batch = images_per_chunk
     vmapped = vmapped_meta_gradient(learner, episodes, inner_steps=2, first_order=first_order)
     # The loop needs no vmap-safe batch norm: PyTorch's kernel gives an independent reference.
