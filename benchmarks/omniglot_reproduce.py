@@ -1,7 +1,7 @@
 """Accuracy on real Omniglot (Vinyals split) next to the published numbers, within a stated budget.
 
 Trains every learner (or ``--learners a,b``) for each ``--ways`` × ``--shots`` setting through
-:func:`learners.experiment.run` (the code behind ``fewshot-train``), scores it on
+:func:`learners.experiment.train_and_test` (the code behind ``fewshot-train``), scores it on
 ``--test-episodes`` fixed test episodes and writes a markdown table after every run:
 
     python benchmarks/omniglot_reproduce.py --minutes 10                # 10 training minutes per run
@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Sequence
 
 from learners.base import Budget, fit
-from learners.data import DatasetSplits
-from learners.experiment import RunConfig, RunResult, load_data, prepare, resolve_device, run
+from learners.data import DatasetSplits, load_dataset
+from learners.experiment import RunConfig, RunResult, TrainingSetup, resolve_device, train_and_test
 from learners.registry import LEARNERS
 from learners.train import UsageError, parse_overrides
 
@@ -48,8 +48,8 @@ PROBE_SECONDS = 20.0  # timed calls repeat until this much has passed: a few ste
 
 def calibrated_iterations(config: RunConfig, data: DatasetSplits, minutes: float) -> int:
     """Iterations that fill ``minutes`` of training, timed on a throwaway copy of the learner."""
-    task = prepare(config, data)
-    probe, train = task.build(config.hparams), task.training_data()
+    setup = TrainingSetup.of_run(config, data)
+    probe, train = setup.build(config.hparams), setup.training_data()
     fit(probe, train, None, Budget(1), val_seed=0, progress=False)
     steps, start = 0, time.perf_counter()
     while steps == 0 or time.perf_counter() - start < PROBE_SECONDS:
@@ -131,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         base = RunConfig(learner=learners[0], dataset=args.dataset, split=args.split, root=args.root,
                          queries=args.queries, iterations=args.iterations or 1, seed=args.seed,
                          test_episodes=args.test_episodes, device=args.device)
-        data = load_data(base)
+        data = load_dataset(base.dataset, base.data_root, base.split)
         results: list[RunResult] = []
         args.out.parent.mkdir(parents=True, exist_ok=True)
         for ways in args.ways:
@@ -142,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         config = replace(config, iterations=calibrated_iterations(config, data, args.minutes))
                     config = replace(config, val_interval=config.iterations)  # validate once, at the end
                     print(f"{learner} {ways}-way {shots}-shot: {config.iterations} iterations", file=sys.stderr)
-                    results.append(run(config, data=data))
+                    results.append(train_and_test(config, data=data))
                     print(f"  test accuracy {100 * results[-1].test_accuracy:.2f}% "
                           f"± {100 * results[-1].test_ci95:.2f}%", file=sys.stderr)
                     args.out.write_text(markdown(results, args))

@@ -9,7 +9,7 @@ synthetic data, one study per worker count, in a database it creates and drops:
 Throughput counts the trials finished between the first trial's start and the last one's end
 (process start-up and the final test are left out). Overhead is what each trial spent in Optuna
 (ask, tell, suggestions, reports, pruning) and in MLflow calls, from the ``timing`` user attr
-every trial records (see :mod:`hpo.timing`), in milliseconds and as a share of the trial's time.
+every trial records (see :mod:`hpo.execution._timing`), in milliseconds and as a share of the trial's time.
 Each worker trains with one thread, so N workers can use N cores.
 """
 from __future__ import annotations

@@ -2,10 +2,12 @@
 from learners.allocator import reuse_freed_memory
 from learners.backbones import BACKBONES, build_backbone
 from learners.base import Budget, HParams, Learner, TrainingData, TrainingDiverged, fit, mean_ci95
-from learners.registry import LEARNERS, build_learner, hparam_names, learner_class
+from learners.registry import (LEARNERS, build_learner, coerce_value, hparam_names, hparam_types, hparams_with_defaults,
+                               learner_class)
 
 # Process-wide, once: every entry point (CLIs, workers, benchmarks, tests) imports this package.
 reuse_freed_memory()
 
 __all__ = ["BACKBONES", "Budget", "HParams", "LEARNERS", "Learner", "TrainingData", "TrainingDiverged",
-           "build_backbone", "build_learner", "fit", "hparam_names", "learner_class", "mean_ci95"]
+           "build_backbone", "build_learner", "coerce_value", "fit", "hparam_names", "hparam_types",
+           "hparams_with_defaults", "learner_class", "mean_ci95"]

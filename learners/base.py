@@ -209,6 +209,20 @@ def fit(learner: Learner, train: TrainingData, val: ImageSplit | None, budget: B
     """Train for ``budget.iterations`` steps, validating every ``budget.val_interval`` steps and at the end.
 
     Validation always uses the episodes fixed by ``val_seed``, so runs are compared on the same tasks.
+
+    Args:
+        learner: the learner to train (in place).
+        train: the seeded training episodes and batches.
+        val: the validation split (``None``: no validation, e.g. to time steps).
+        budget: iterations, validation interval and validation episodes.
+        val_seed: fixes the validation episodes.
+        on_validation: called with each validation point (the pruner's hook: it may raise to stop).
+
+    Returns:
+        The validation history, one point per validation.
+
+    Raises:
+        TrainingDiverged: the loss became NaN or infinite.
     """
     optimizer = learner.make_optimizer()
     milestones = sorted({max(1, round(m * budget.iterations)) for m in learner.hparams.milestones})

@@ -36,7 +36,16 @@ def cosine_logits(support: torch.Tensor, support_labels: torch.Tensor, query: to
 
 
 class ClassifierBaseline(Learner):
-    """Pre-train a linear classifier over every training class; test by cosine nearest centroid."""
+    """Pre-train a linear classifier over every training class; test by cosine nearest centroid.
+
+    References:
+        Chen, Liu, Xu, Darrell and Wang, "Meta-Baseline: Exploring Simple Meta-Learning for Few-Shot
+        Learning", ICCV 2021. https://arxiv.org/abs/2003.04390
+
+    Example (the whole flow is in :func:`learners.registry.build_learner`)::
+
+        learner = build_learner("classifier_baseline", {"batch_size": 128}, (1, 28, 28), TaskSpec(5, 1, 15), 4112)
+    """
 
     HParams = ClassifierBaselineHParams
 
@@ -80,6 +89,14 @@ class MetaBaselineHParams(ClassifierBaselineHParams):
 
 class MetaBaseline(ClassifierBaseline):
     """Classifier-Baseline followed by episodic training of the scaled cosine-to-centroid classifier.
+
+    References:
+        Chen et al., "Meta-Baseline: Exploring Simple Meta-Learning for Few-Shot Learning", ICCV 2021.
+        https://arxiv.org/abs/2003.04390
+
+    Example (the whole flow is in :func:`learners.registry.build_learner`)::
+
+        learner = build_learner("meta_baseline", {"pretrain_fraction": 0.5}, (1, 28, 28), TaskSpec(5, 1, 15), 4112)
 
     Both stages share ``fit``'s single optimiser and schedule. Parameters a stage does not use get
     no gradient (``grad`` is ``None``), so the optimiser leaves them, and their weight decay, alone.

@@ -44,6 +44,8 @@ class RunConfig:
         for name in ("iterations", "val_interval", "val_episodes", "test_episodes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.root is not None and not Path(self.root).exists():
+            raise DataError(f"data root '{self.root}' does not exist")
 
     @property
     def spec(self) -> TaskSpec:
@@ -52,6 +54,10 @@ class RunConfig:
     @property
     def budget(self) -> Budget:
         return Budget(self.iterations, self.val_interval, self.val_episodes)
+
+    @property
+    def data_root(self) -> Path:
+        return Path(self.root) if self.root is not None else default_root(self.dataset)
 
 
 @dataclass
@@ -82,6 +88,7 @@ def default_root(dataset: str) -> Path:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available; ``cuda`` without it is a ``ValueError``."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name not in ("cpu", "cuda"):
@@ -91,19 +98,20 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_data(config: RunConfig) -> DatasetSplits:
-    if config.root is not None and not Path(config.root).exists():
-        raise DataError(f"data root '{config.root}' does not exist")
-    root = config.root if config.root is not None else default_root(config.dataset)
-    return load_dataset(config.dataset, root, config.split)
-
-
 @dataclass(frozen=True)
-class LearnerTask:
-    """Everything a training run needs besides its hyperparameters.
+class TrainingSetup:
+    """Everything a training run needs besides its hyperparameters: learner, data, episode shape, budget,
+    seed and device.
 
-    Every run of a task uses its seed for the initial weights and the training episodes, so two
+    Every run of a setup uses its seed for the initial weights and the training episodes, so two
     runs differ only by their hyperparameters, and re-training the same ones reproduces a model.
+
+    Example::
+
+        setup = TrainingSetup("protonet", data, TaskSpec(5, 1, 15), Budget(2000), seed=0,
+                              device=resolve_device("auto"))
+        learner, history = setup.train({"lr": 0.002})
+        accuracy, ci95 = setup.test(learner, episodes=1000)
     """
 
     learner: str
@@ -113,8 +121,17 @@ class LearnerTask:
     seed: int
     device: torch.device
 
+    @classmethod
+    def of_run(cls, config: RunConfig, data: DatasetSplits | None = None) -> TrainingSetup:
+        """The setup of a :class:`RunConfig`, its episode shape checked against every split (a run fails before
+        training, not at its first validation); ``data`` skips loading the dataset."""
+        device = resolve_device(config.device)
+        data = data if data is not None else load_dataset(config.dataset, config.data_root, config.split)
+        data.check_spec(config.spec)
+        return cls(config.learner, data, config.spec, config.budget, config.seed, device)
+
     def build(self, hparams: dict[str, Any]) -> Learner:
-        """The learner, initialised from the task's seed."""
+        """The learner, initialised from the setup's seed."""
         torch.manual_seed(self.seed)
         train = self.data.train
         return build_learner(self.learner, hparams, train.image_shape, self.spec, train.num_classes).to(self.device)
@@ -124,34 +141,29 @@ class LearnerTask:
 
     def train(self, hparams: dict[str, Any], on_validation: ValidationCallback | None = None,
               progress: bool = True) -> tuple[Learner, list[ValidationPoint]]:
-        """Build and train a learner; validation runs on the task's fixed validation episodes."""
+        """Build and train a learner; validation runs on the setup's fixed validation episodes.
+
+        Raises:
+            TrainingDiverged: the loss became NaN or infinite.
+        """
         learner = self.build(hparams)
         history = fit(learner, self.training_data(), self.data.val, self.budget, evaluation_seed(self.seed, "val"),
                       on_validation=on_validation, progress=progress)
         return learner, history
 
     def test(self, learner: Learner, episodes: int, progress: bool = False) -> tuple[float, float]:
-        """Mean accuracy and 95% CI half-width on ``episodes`` test episodes fixed by the task's seed."""
+        """Mean accuracy and 95% CI half-width on ``episodes`` test episodes fixed by the setup's seed."""
         return mean_ci95(learner.evaluate(self.data.test, episodes, evaluation_seed(self.seed, "test"),
                                           progress=progress))
 
 
-def prepare(config: RunConfig, data: DatasetSplits | None = None) -> LearnerTask:
-    """The run's task, its episode shape checked against every split; ``data`` skips reloading the dataset."""
-    device = resolve_device(config.device)
-    data = data if data is not None else load_data(config)
-    for split in (data.train, data.val, data.test):  # fail before training, not at the first validation
-        split.check_spec(config.spec)
-    return LearnerTask(config.learner, data, config.spec, config.budget, config.seed, device)
-
-
-def run(config: RunConfig, data: DatasetSplits | None = None, progress: bool = True,
-        on_validation: ValidationCallback | None = None) -> RunResult:
+def train_and_test(config: RunConfig, data: DatasetSplits | None = None, progress: bool = True,
+                   on_validation: ValidationCallback | None = None) -> RunResult:
     """Train with ``fit`` and score on ``config.test_episodes`` fixed test episodes."""
-    task = prepare(config, data)
+    setup = TrainingSetup.of_run(config, data)
     start = time.perf_counter()
-    learner, history = task.train(config.hparams, on_validation, progress)
+    learner, history = setup.train(config.hparams, on_validation, progress)
     trained = time.perf_counter()
-    accuracy, ci95 = task.test(learner, config.test_episodes, progress)
+    accuracy, ci95 = setup.test(learner, config.test_episodes, progress)
     return RunResult(config, asdict(learner.hparams), learner.bn_at_test, str(learner.device), accuracy, ci95,
                      history, trained - start, time.perf_counter() - trained)

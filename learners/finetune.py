@@ -55,7 +55,16 @@ def fit_linear_heads(support: torch.Tensor, support_labels: torch.Tensor, ways: 
 
 
 class FineTuneBaseline(ClassifierBaseline):
-    """Classifier pre-training; at test time a fresh linear head per episode on frozen features."""
+    """Classifier pre-training; at test time a fresh linear head per episode on frozen features.
+
+    References:
+        Chen, Liu, Kira, Wang and Huang, "A Closer Look at Few-shot Classification", ICLR 2019.
+        https://arxiv.org/abs/1904.04232
+
+    Example (the whole flow is in :func:`learners.registry.build_learner`)::
+
+        learner = build_learner("finetune", {"inner_steps": 100}, (1, 28, 28), TaskSpec(5, 1, 15), 4112)
+    """
 
     HParams = FineTuneHParams
 

@@ -33,6 +33,21 @@ class MAMLHParams(FineTuningHParams):
 
 
 class MAML(FineTuningLearner):
+    """Model-agnostic meta-learning around a backbone and a linear head, second order unless ``first_order``.
+
+    Each training step adapts every task of a meta-batch with ``inner_steps`` SGD steps of ``inner_lr`` on its
+    support set and takes the optimiser step on the mean query loss of the adapted weights; at test time
+    each episode is adapted with ``test_inner_steps`` steps. Batch norm uses the episode's statistics.
+
+    References:
+        Finn, Abbeel and Levine, "Model-Agnostic Meta-Learning for Fast Adaptation of Deep Networks",
+        ICML 2017. https://arxiv.org/abs/1703.03400
+
+    Example (the whole flow is in :func:`learners.registry.build_learner`)::
+
+        learner = build_learner("maml", {"inner_lr": 0.4, "first_order": False}, (1, 28, 28), TaskSpec(5, 1, 15), 4112)
+    """
+
     HParams = MAMLHParams
     hparams: MAMLHParams
 

@@ -34,6 +34,18 @@ def prototype_logits(support: torch.Tensor, support_labels: torch.Tensor, query:
 
 
 class ProtoNet(Learner):
+    """Prototypical Networks: each query takes the class whose mean support embedding is nearest (squared
+    Euclidean distance); trained episodically on the query cross-entropy.
+
+    References:
+        Snell, Swersky and Zemel, "Prototypical Networks for Few-shot Learning", NeurIPS 2017.
+        https://arxiv.org/abs/1703.05175
+
+    Example (the whole flow is in :func:`learners.registry.build_learner`)::
+
+        learner = build_learner("protonet", {"train_ways": 60, "lr": 0.001}, (1, 28, 28), TaskSpec(5, 1, 15), 4112)
+    """
+
     HParams = ProtoNetHParams
 
     def logits(self, episodes: Episodes, ways: int) -> torch.Tensor:

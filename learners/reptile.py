@@ -42,6 +42,17 @@ def inner_batches(images: int, batch: int, steps: int) -> torch.Tensor:
 
 
 class Reptile(FineTuningLearner):
+    """Reptile around a backbone and a linear head: SGD on each task, then a step towards the adapted weights.
+
+    References:
+        Nichol, Achiam and Schulman, "On First-Order Meta-Learning Algorithms", 2018.
+        https://arxiv.org/abs/1803.02999
+
+    Example (the whole flow is in :func:`learners.registry.build_learner`)::
+
+        learner = build_learner("reptile", {"inner_steps": 5}, (1, 28, 28), TaskSpec(5, 1, 15), 4112)
+    """
+
     HParams = ReptileHParams
     hparams: ReptileHParams
 

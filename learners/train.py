@@ -11,12 +11,12 @@ import argparse
 import json
 import sys
 import types
-from typing import Any, Sequence, Union, get_args, get_origin, get_type_hints
+from typing import Any, Sequence, Union, get_args, get_origin
 
 from learners.base import TrainingDiverged
 from learners.data import DATASETS
-from learners.experiment import RunConfig, RunResult, run
-from learners.registry import LEARNERS, hparam_names, learner_class
+from learners.experiment import RunConfig, RunResult, train_and_test
+from learners.registry import LEARNERS, coerce_value, hparam_names, hparam_types
 
 
 class UsageError(ValueError):
@@ -29,30 +29,18 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parse_value(text: str, annotation: Any) -> Any:
-    """Convert ``text`` to a hyperparameter of type ``annotation`` (int, float, str, bool, X | None, tuple[X, ...])."""
-    args = get_args(annotation)
-    if get_origin(annotation) in (Union, types.UnionType):
-        if text.lower() == "none" and type(None) in args:
-            return None
-        (inner,) = [arg for arg in args if arg is not type(None)]
-        return parse_value(text, inner)
-    if get_origin(annotation) is tuple:
-        return tuple(parse_value(part.strip(), args[0]) for part in text.split(",") if part.strip())
-    if annotation is bool:
-        if text.lower() not in ("true", "false", "1", "0"):
-            raise ValueError(f"expected true or false, got '{text}'")
-        return text.lower() in ("true", "1")
-    if annotation in (int, float, str):
-        try:
-            return annotation(text)
-        except ValueError:
-            raise ValueError(f"expected {annotation.__name__}, got '{text}'") from None
-    raise ValueError(f"cannot parse a {annotation} from the command line")
+    """Command-line ``text`` as a hyperparameter of type ``annotation``: ``none`` is None where the type allows
+    it, commas separate the items of a tuple; the conversion is the one study files get (``coerce_value``)."""
+    options = get_args(annotation) if get_origin(annotation) in (Union, types.UnionType) else (annotation,)
+    if type(None) in options and text.lower() == "none":
+        return None
+    items = any(get_origin(option) is tuple for option in options)
+    return coerce_value(annotation, [part.strip() for part in text.split(",") if part.strip()] if items else text)
 
 
 def parse_overrides(learner: str, assignments: Sequence[str]) -> dict[str, Any]:
     """``["lr=0.01", ...]`` → typed values, checked against the learner's ``HParams`` fields."""
-    types_by_name = get_type_hints(learner_class(learner).HParams)
+    types_by_name = hparam_types(learner)
     names = hparam_names(learner)
     overrides: dict[str, Any] = {}
     for assignment in assignments:
@@ -118,7 +106,7 @@ def describe(result: RunResult) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        result = run(config_from_args(args))
+        result = train_and_test(config_from_args(args))
     except TrainingDiverged as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -18,8 +18,8 @@ import sqlalchemy
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
-from hpo.faults import STORAGE_ERRORS
-from hpo.reconnect import ReconnectingRDBStorage
+from hpo.errors import STORAGE_ERRORS
+from hpo.storage import ReconnectingRDBStorage
 
 from tests.test_hpo_config import REPO, study_dict, write_study
 from tests.test_hpo_run import counted, one_thread, run_in, runs, trial_runs, trials, wait_for_running_trial

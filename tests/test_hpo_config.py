@@ -11,8 +11,9 @@ import yaml
 
 from hpo.config import load_config
 from hpo.run import main
-from hpo.space import grid_search_space, suggest
-from hpo.urls import redact, resolve_sqlite
+from hpo.config import grid_search_space, suggest
+from hpo.redaction import redact
+from hpo.storage import resolved_url as resolve_sqlite
 from learners import LEARNERS
 
 REPO = Path(__file__).resolve().parents[1]

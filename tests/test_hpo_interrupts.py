@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from hpo.interrupts import Interrupted, Terminated, exit_code, interrupts_deferred, stop_signals_as_interrupts
+from hpo.execution import Interrupted, Terminated, exit_code, interrupts_deferred, stop_signals_as_interrupts
 
 
 class SignalsItselfWhileCollected:

@@ -11,7 +11,7 @@ from learners.base import Budget, TrainingData, fit, mean_ci95
 from learners.baseline import MetaBaseline, cosine_logits
 from learners.data import TaskSpec, load_dataset
 from learners.data.episodes import fixed_episodes
-from learners.experiment import RunConfig, run
+from learners.experiment import RunConfig, train_and_test
 from learners.finetune import apply_heads, fit_linear_heads
 from learners.registry import build_learner
 
@@ -70,7 +70,7 @@ def test_glibc_keeps_freed_memory_for_reuse():
 def _tiny_run(name: str, seed: int, data) -> dict:
     config = RunConfig(learner=name, dataset="synthetic", ways=5, shots=1, queries=3, iterations=4, seed=seed,
                        test_episodes=10, val_interval=2, val_episodes=5, device="cpu", hparams=FAST_HPARAMS[name])
-    result = run(config, data=data, progress=False).to_json()
+    result = train_and_test(config, data=data, progress=False).to_json()
     for point in result["history"]:
         del point["seconds"]
     return {key: value for key, value in result.items() if not key.endswith("seconds")}

@@ -26,7 +26,7 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.budget import grid_points
+from hpo.storage import grid_points
 from hpo.run import main
 from tests.test_hpo_config import REPO, WRITTEN, study_dict, write_study
 

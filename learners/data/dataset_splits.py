@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from learners.data.episodes import ImageSplit
+from learners.data.episodes import ImageSplit, TaskSpec
 
 
 @dataclass(frozen=True)
@@ -16,3 +16,8 @@ class DatasetSplits:
 
     def __getitem__(self, name: str) -> ImageSplit:
         return {"train": self.train, "val": self.val, "test": self.test}[name]
+
+    def check_spec(self, spec: TaskSpec) -> None:
+        """Raise :class:`~learners.data.DataError` unless every split can form ``spec``'s episodes."""
+        for split in (self.train, self.val, self.test):
+            split.check_spec(spec)

@@ -5,18 +5,24 @@ garbage-collector callback or a ``__del__`` (SQLAlchemy and torch create many), 
 "Exception ignored in ..." and carries on as if nothing happened. So an interruption that is gone
 (garbage-collected) before the program acknowledged it (by entering :func:`interrupts_deferred`)
 is sent again. One still propagating, however slowly its clean-up runs, is alive and left alone.
+
+:func:`as_command` is the one block both entry points (``python -m hpo.run`` and the worker
+process) run their work in: signals as interruptions, and exit codes for interruptions and faults.
 """
 from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import weakref
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
+
+from hpo.errors import FAULT, fault_message
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-POLL_S = 0.5
+REDELIVERY_POLL_S = 0.5  # how often the watchdog looks for a swallowed interruption
 
 
 class Interrupted(KeyboardInterrupt):
@@ -55,7 +61,7 @@ def _raise_interruption(signum: int, frame: object) -> None:
 
 
 def _redeliver(stop: threading.Event) -> None:
-    while not stop.wait(POLL_S):
+    while not stop.wait(REDELIVERY_POLL_S):
         pending = _Pending.interruption
         if pending is not None and pending() is None and _Pending.interruption is pending:
             os.kill(os.getpid(), _Pending.signum)  # swallowed: the handler raises a new one
@@ -94,3 +100,28 @@ def interrupts_deferred() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def as_command(work: Callable[[], None], storage_url: str, error_prefix: str = "",
+               on_interrupt: Callable[[], None] | None = None) -> int:
+    """Run ``work`` with Ctrl-C / SIGTERM as interruptions; return the command's exit code.
+
+    0 when it returns; 130 / 143 when interrupted (after ``on_interrupt``, run with further signals
+    ignored); 1 with one ``error: <error_prefix><message>`` line on stderr for a fault of the outside
+    world (see :func:`hpo.errors.fault_message`). Any other exception is a bug and keeps its traceback.
+    """
+    with stop_signals_as_interrupts():
+        try:
+            work()
+        except KeyboardInterrupt as interruption:
+            if on_interrupt is not None:
+                with interrupts_deferred():
+                    on_interrupt()
+            return exit_code(interruption)
+        except Exception as error:
+            message = fault_message(error, storage_url)
+            if message is None:
+                raise  # a bug: keep the traceback
+            print(f"error: {error_prefix}{message}", file=sys.stderr)
+            return FAULT
+    return 0

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 
-from hpo.tracking import Tracker
+from hpo.execution._objective import Objective
 
 TIMING_ATTR = "timing"
 
@@ -51,13 +51,18 @@ class _Timed:
 class TimedObjective:
     """An objective that records the ``timing`` of each trial it runs (see the module docstring).
 
-    ``tracker`` is the one ``objective`` writes to; from now on its MLflow calls are timed.
+    From now on the MLflow calls of the objective's tracker are timed.
     """
 
-    def __init__(self, objective: Callable[[optuna.Trial], float], tracker: Tracker):
+    def __init__(self, objective: Objective):
         self.objective, self.optuna, self.mlflow = objective, CallTimer(), CallTimer()
-        tracker.client = self.mlflow.wrap(tracker.client)
+        objective.tracker.client = self.mlflow.wrap(objective.tracker.client)
         self.cycle_start = time.perf_counter()
+
+    @property
+    def interrupted_trial(self) -> int | None:
+        """The number of the trial that Ctrl-C / SIGTERM stopped, if one did."""
+        return self.objective.interrupted_trial
 
     def __call__(self, trial: optuna.Trial) -> float:
         # Before the objective: the previous trial's tell, the stale-trial check and this trial's ask.

@@ -2,7 +2,7 @@
 
 MLflow's fluent API keeps the active run per thread; every call here names its run instead, so
 trials, parents and the study summary can be written from any thread or process. Everything
-that goes in (params, tags, artifacts) passes through :func:`hpo.urls.redact`.
+that goes in (params, tags, artifacts) passes through :func:`hpo.redaction.redact`.
 
 Runs, all in one experiment named after the study:
 
@@ -11,13 +11,13 @@ Runs, all in one experiment named after the study:
 * ``run_role=trial``: one per Optuna trial, nested under its parent (tag ``mlflow.parentRunId``).
 
 Every MLflow error, and every file-system error writing artifacts (disk full, ``mlruns`` not
-writable), becomes a :class:`TrackingError`: one line naming the tracking URI, which stops the run.
+writable), becomes a :class:`~hpo.errors.TrackingError`: one line naming the tracking URI, which
+stops the run.
 """
 from __future__ import annotations
 
 import functools
 import json
-import logging
 import os
 import socket
 import time
@@ -29,8 +29,8 @@ from mlflow.entities import Metric, Param, RunStatus, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from hpo.faults import RunAborted, first_line
-from hpo.urls import redact
+from hpo.errors import TrackingError, first_line
+from hpo.redaction import redact
 
 ROLE_TAG = "run_role"
 STUDY_TAG = "optuna_study"
@@ -38,17 +38,9 @@ TRIAL_TAG = "optuna_trial_number"
 STATE_TAG = "optuna_trial_state"
 RUNNING = RunStatus.to_string(RunStatus.RUNNING)
 
-# MLflow announces its database migrations at INFO on every first use of a file.
-logging.getLogger("mlflow").setLevel(logging.WARNING)
-logging.getLogger("alembic").setLevel(logging.WARNING)
-
 
 def worker_tags() -> dict[str, str]:
     return {"worker_host": socket.gethostname(), "worker_pid": str(os.getpid())}
-
-
-class TrackingError(RunAborted):
-    """MLflow (or the disk holding its artifacts) failed; the run cannot be tracked."""
 
 
 class ReportingClient:
@@ -71,7 +63,15 @@ class ReportingClient:
 
 
 class Tracker:
-    """One study's MLflow experiment."""
+    """One study's MLflow experiment, created (or restored) on first use.
+
+    Args:
+        tracking_uri: a database URL (``sqlite:///mlflow.db``) or an MLflow server (``http://host:5000``).
+        experiment: the experiment's name: the study's name.
+
+    Raises:
+        TrackingError: MLflow cannot be reached or written.
+    """
 
     def __init__(self, tracking_uri: str, experiment: str):
         self.client = ReportingClient(tracking_uri)

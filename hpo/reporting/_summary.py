@@ -1,20 +1,16 @@
-"""What a finished search says: one summary row per learner (table, CSV) and Optuna's plots."""
+"""What a finished search says: one summary row per learner, as a Markdown table and as CSV."""
 from __future__ import annotations
 
 import csv
 import io
 import json
-import logging
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
 FINAL_TEST_ATTR = "final_test"  # study user attr recording the final test of the best trial
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -96,28 +92,3 @@ def _duration(seconds: float) -> str:
     minutes, secs = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
-
-
-def write_plots(study: optuna.Study, directory: Path) -> list[Path]:
-    """Optimisation history, parallel coordinates and (with ≥2 complete trials and ≥2 parameters)
-    parameter importances, as plotly HTML files that load plotly.js from its CDN (a few kB each)."""
-    from optuna import visualization
-
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not complete:
-        return []
-    plots = {"optimization_history": visualization.plot_optimization_history,
-             "parallel_coordinate": visualization.plot_parallel_coordinate}
-    if len(complete) >= 2 and len({name for t in complete for name in t.params}) >= 2:
-        plots["param_importances"] = visualization.plot_param_importances
-    paths = []
-    for name, plot in plots.items():
-        try:
-            figure = plot(study)
-        except (ValueError, RuntimeError) as e:  # e.g. importances of parameters that never varied
-            log.warning("skipped the %s plot of %s: %s", name, study.study_name, e)
-            continue
-        path = directory / f"{name}.html"
-        figure.write_html(path, include_plotlyjs="cdn")
-        paths.append(path)
-    return paths

@@ -12,8 +12,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from hpo.report import FINAL_TEST_ATTR
-from learners.experiment import LearnerTask
+from hpo.reporting import FINAL_TEST_ATTR
+from learners.experiment import TrainingSetup
 
 
 def final_test_is_current(study: optuna.Study, episodes: int) -> bool:
@@ -24,11 +24,13 @@ def final_test_is_current(study: optuna.Study, episodes: int) -> bool:
     return done is not None and done["trial"] == study.best_trial.number and done["episodes"] == episodes
 
 
-def run_final_test(study: optuna.Study, task: LearnerTask, episodes: int, progress: bool = True) -> dict[str, Any]:
+def final_test(study: optuna.Study, setup: TrainingSetup, episodes: int, progress: bool = True) -> dict[str, Any]:
+    """Re-train the best trial's hyperparameters and test them on ``episodes`` fixed test episodes; the result
+    (also a study user attr) has the test accuracy and CI, the best trial and its validation accuracies."""
     best = study.best_trial
     start = time.perf_counter()
-    learner, history = task.train(best.user_attrs["hparams"], progress=progress)
-    accuracy, ci95 = task.test(learner, episodes, progress)
+    learner, history = setup.train(best.user_attrs["hparams"], progress=progress)
+    accuracy, ci95 = setup.test(learner, episodes, progress)
     result = {"trial": best.number, "episodes": episodes, "test_accuracy": accuracy, "test_ci95": ci95,
               "val_accuracy": best.value, "retrain_val_accuracy": history[-1].val_accuracy,
               "seconds": time.perf_counter() - start}

@@ -6,7 +6,7 @@ whose connection dies before its transaction sent COMMIT is run once more (the s
 transaction back, so nothing is written twice). A call cut off during its COMMIT is not replayed:
 the commit may have landed, and Optuna's writes are not all idempotent (a trial would be created
 twice). When the database stays away, the last error propagates and the run stops with one line
-(see :mod:`hpo.faults`).
+(see :mod:`hpo.errors`).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from typing import Any, Callable, TypeVar
 import optuna
 import sqlalchemy
 
-from hpo.faults import STORAGE_ERRORS, first_line, storage_cause
+from hpo.errors import STORAGE_ERRORS, first_line, storage_cause
 
 CONNECT_ATTEMPTS = 5
 FIRST_RETRY_DELAY_S = 0.5  # doubled after each attempt: 0.5 + 1 + 2 + 4 s before giving up
@@ -31,6 +31,8 @@ Method = TypeVar("Method", bound=Callable[..., Any])
 
 
 class ReconnectingRDBStorage(optuna.storages.RDBStorage):
+    """Optuna's ``RDBStorage`` with the three mechanisms of this module."""
+
     def __init__(self, url: str, **kwargs: Any):
         super().__init__(url, engine_kwargs={"pool_pre_ping": True}, **kwargs)
         self._watch_engine()

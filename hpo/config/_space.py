@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import optuna
+from hpo.config._schema import CategoricalParam, FloatParam, IntParam, MilestonesParam, SpaceParam
+from hpo.errors import ConfigError
 
-from hpo.config import CategoricalParam, ConfigError, FloatParam, IntParam, MilestonesParam, SpaceParam
+if TYPE_CHECKING:
+    import optuna
 
 
 def suggest(trial: optuna.Trial, space: dict[str, SpaceParam]) -> dict[str, Any]:

@@ -4,46 +4,39 @@ The trial's value is the validation accuracy at the end of training (the model t
 re-trains and scores), reported at every validation so the pruner can stop poor trials early.
 
 A trial whose training diverges or whose learner raises ends FAIL, with the reason as the
-``failure_reason`` tag and user attribute (see :mod:`hpo.faults`); the study replaces it.
+``failure_reason`` tag and user attribute (see :mod:`hpo.errors`); the study replaces it.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import MISSING, asdict, fields
+from dataclasses import asdict
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
-from hpo.config import LearnerConfig
-from hpo.faults import FAILURE_REASON, RUN_FAULTS, TrialFailed, failure_reason
-from hpo.space import suggest
-from hpo.tracking import STATE_TAG, Tracker
-from learners import TrainingDiverged, learner_class
+from hpo.config import LearnerConfig, suggest
+from hpo.errors import FAILURE_REASON, RUN_FAULTS, TrialFailed, failure_reason
+from hpo.tracking import STATE_TAG, Tracker, run_status
+from learners import TrainingDiverged, hparams_with_defaults, learner_class
 from learners.base import ValidationPoint
-from learners.experiment import LearnerTask
-
-# Pruned trials did not run to the end: they are KILLED in MLflow, never FINISHED.
-RUN_STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED", TrialState.FAIL: "FAILED"}
-
-
-def run_status(state: TrialState, interrupted: bool = False) -> str:
-    """MLflow status of a trial run; an interrupted trial (FAIL in Optuna) was KILLED."""
-    return "KILLED" if interrupted else RUN_STATUS.get(state, "FAILED")
-
-
-def all_hparams(learner: str, hparams: dict[str, Any]) -> dict[str, Any]:
-    """``hparams`` completed with the learner's defaults: every value the trial trains with."""
-    defaults = {f.name: f.default for f in fields(learner_class(learner).HParams) if f.default is not MISSING}
-    return {**defaults, **hparams}
+from learners.experiment import TrainingSetup
 
 
 class Objective:
-    """Callable for ``study.optimize``; one MLflow run per trial, nested under the learner's parent run."""
+    """Callable for ``study.optimize``; one MLflow run per trial, nested under the learner's parent run.
 
-    def __init__(self, task: LearnerTask, learner_config: LearnerConfig, tracker: Tracker, parent_run: str,
+    Args:
+        setup: what every trial trains with besides its hyperparameters.
+        learner_config: the learner's ``fixed`` values and search ``space``.
+        tracker, parent_run: the study's MLflow experiment and the learner's parent run.
+        study: the Optuna study's name (tagged on every trial run).
+        settings: the run settings written next to each trial's hyperparameters.
+    """
+
+    def __init__(self, setup: TrainingSetup, learner_config: LearnerConfig, tracker: Tracker, parent_run: str,
                  study: str, settings: dict[str, Any], progress: bool = True):
-        self.task, self.learner_config, self.tracker = task, learner_config, tracker
+        self.setup, self.learner_config, self.tracker = setup, learner_config, tracker
         self.parent_run, self.study, self.settings, self.progress = parent_run, study, settings, progress
         # Number of the trial stopped by Ctrl-C / SIGTERM, so the caller can queue it again.
         self.interrupted_trial: int | None = None
@@ -59,10 +52,10 @@ class Objective:
         return value
 
     def _run(self, trial: optuna.Trial) -> float:
-        learner = self.task.learner
+        learner = self.setup.learner
         hparams = {**self.learner_config.fixed, **suggest(trial, self.learner_config.space)}
         trial.set_user_attr("hparams", hparams)
-        every = all_hparams(learner, hparams)
+        every = hparams_with_defaults(learner, hparams)
         run_id = self.tracker.start_trial_run(
             self.parent_run, self.study, trial.number, f"{learner}-trial-{trial.number:04d}",
             tags={"learner": learner, "bn_at_test": learner_class(learner).bn_at_test, STATE_TAG: "RUNNING"},
@@ -71,7 +64,7 @@ class Objective:
         try:
             self.tracker.log_json(run_id, {**self.settings, "learner": learner, "trial": trial.number,
                                            "hparams": every}, "config.json")
-            _, history = self.task.train(hparams, lambda point: self._validated(trial, run_id, point), self.progress)
+            _, history = self.setup.train(hparams, lambda point: self._validated(trial, run_id, point), self.progress)
             state = TrialState.COMPLETE
             return history[-1].val_accuracy
         except optuna.TrialPruned:

@@ -4,20 +4,34 @@ from __future__ import annotations
 import optuna
 
 from hpo.config import StudyConfig
-from hpo.report import LearnerSummary, csv_table, markdown_table, summarize
-from hpo.search import make_storage, study_name
+from hpo.execution._learner_study import tune_learner
+from hpo.execution._search import study_name
+from hpo.reporting import LearnerSummary, csv_table, markdown_table, summarize
+from hpo.storage import get_storage
 from hpo.tracking import Tracker
-from hpo.coordinator import run_learner
 from learners.data import DatasetSplits
 
 SUMMARY_KEY = "study"  # tag naming the study on its summary run
 
 
 def run_study(config: StudyConfig, learners: list[str], data: DatasetSplits, progress: bool = True) -> str:
-    """Run ``learners`` (a subset of the study's); return the summary table (Markdown), also logged to MLflow
-    as ``summary.md`` and ``summary.csv`` on the study's summary run."""
+    """Tune ``learners`` (a subset of the study's) in turn, then summarise every learner of the study.
+
+    Args:
+        config: the validated study (:func:`hpo.config.load_config`, paths resolved).
+        learners: the learners to run now (:func:`hpo.config.selected_learners`).
+        data: the dataset, loaded and checked (:func:`hpo.config.load_data`).
+        progress: show progress bars.
+
+    Returns:
+        The summary table (Markdown), also logged to MLflow as ``summary.md`` and ``summary.csv`` on
+        the study's summary run.
+
+    Raises:
+        KeyboardInterrupt, RunAborted: as :func:`tune_learner`.
+    """
     for learner in learners:
-        run_learner(config, learner, data, progress)
+        tune_learner(config, learner, data, progress)
     rows = study_summaries(config)
     table = markdown_table(rows)
     tracker = Tracker(config.tracking_uri, config.name)
@@ -30,7 +44,7 @@ def run_study(config: StudyConfig, learners: list[str], data: DatasetSplits, pro
 
 def study_summaries(config: StudyConfig) -> list[LearnerSummary]:
     """One row per learner of the study that has been started (even if not selected in this run)."""
-    storage = make_storage(config.storage)
+    storage = get_storage(config.storage)
     rows = []
     for learner, learner_config in config.learners.items():
         try:

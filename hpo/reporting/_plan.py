@@ -3,19 +3,19 @@ from __future__ import annotations
 
 import torch
 
-from hpo.config import StudyConfig
-from hpo.space import describe, grid_search_space, grid_size
-from hpo.urls import redact, sqlite_path
+from hpo.config import ARTIFACT_FOLDER, StudyConfig, describe, grid_search_space, grid_size, is_mlflow_server
+from hpo.redaction import redact
 from learners.data import DatasetSplits
 
 
 def format_plan(config: StudyConfig, learners: list[str], data: DatasetSplits, device: torch.device) -> str:
+    """The plan of running ``learners`` of the study on ``data`` and ``device``, as lines of text."""
     d, s, b, p = config.dataset, config.search, config.budget, config.search.pruner
     classes = " / ".join(f"{name} {data[name].num_classes}" for name in ("train", "val", "test"))
     pruner = {"median": f"median pruner (n_startup_trials {p.n_startup_trials}, n_warmup_steps {p.n_warmup_steps})",
               "hyperband": f"hyperband pruner (reduction_factor {p.reduction_factor})",
               "none": "no pruner"}[p.type]
-    artifacts = " (artifacts in ./mlruns)" if sqlite_path(config.tracking_uri) else ""
+    artifacts = "" if is_mlflow_server(config.tracking_uri) else f" (artifacts in ./{ARTIFACT_FOLDER})"
     lines = [
         f"study '{config.name}' (seed {config.seed})",
         f"  data      {d.name}, split {d.split}, root {d.root or '-'}: {classes} classes, "

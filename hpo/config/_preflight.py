@@ -1,0 +1,87 @@
+"""Checks that need the outside world (data on disk, databases, an MLflow server, the device), run before
+anything is written.
+
+Each failure is a :class:`~hpo.errors.ConfigError` naming the field, so a bad study stops with one
+line and leaves no storage file, no MLflow database and no artifact folder behind.
+"""
+from __future__ import annotations
+
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import torch
+
+from hpo.config._schema import StudyConfig
+from hpo.errors import ConfigError, first_line
+from hpo.redaction import redact
+from hpo.storage import storage_kind
+from learners import experiment
+from learners.data import DATASETS, DataError, DatasetSplits, TaskSpec, load_dataset
+
+MLFLOW_SERVER_SCHEMES = ("http://", "https://")
+ARTIFACT_FOLDER = "mlruns"  # with a database backend, MLflow keeps new experiments' artifacts in ./mlruns
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available; asking for CUDA without it is an error naming ``device``."""
+    try:
+        return experiment.resolve_device(name)
+    except ValueError as error:
+        raise ConfigError(str(error), "device") from error
+
+
+def load_data(config: StudyConfig) -> DatasetSplits:
+    """Load the dataset and check that every split can form the study's episodes.
+
+    Raises:
+        ConfigError: naming ``dataset.name``, ``dataset.root`` or ``dataset`` (the message names the setting).
+    """
+    dataset = config.dataset
+    if dataset.name not in DATASETS:
+        raise ConfigError(f"unknown dataset '{dataset.name}' (choose from {', '.join(DATASETS)})", "dataset.name")
+    if dataset.root is not None and not dataset.root.is_dir():
+        raise ConfigError(f"no such directory: {dataset.root}", "dataset.root")
+    try:
+        data = load_dataset(dataset.name, dataset.root, dataset.split, dataset.cache_dir, dataset.download)
+        data.check_spec(task_spec(config))
+    except DataError as e:  # the message names the setting (ways=..., shots+queries=...)
+        raise ConfigError(str(e), "dataset") from None
+    return data
+
+
+def task_spec(config: StudyConfig) -> TaskSpec:
+    return TaskSpec(config.dataset.ways, config.dataset.shots, config.dataset.queries)
+
+
+def check_storage(url: str, field: str = "storage") -> None:
+    """The Optuna storage can be used (see :meth:`hpo.storage.StorageKind.check`)."""
+    storage_kind(url).check(field)
+
+
+def is_mlflow_server(uri: str) -> bool:
+    return uri.startswith(MLFLOW_SERVER_SCHEMES)
+
+
+def check_tracking_uri(uri: str, field: str = "tracking_uri") -> None:
+    """MLflow tracking: a database URL (checked like a storage, with its artifact folder) or an MLflow server
+    that answers ``/health``."""
+    if is_mlflow_server(uri):
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10).close()
+        except (urllib.error.URLError, OSError) as e:
+            raise ConfigError(f"MLflow server {redact(uri)} does not answer: {first_line(e)}", field) from None
+        return
+    if "://" not in uri:
+        raise ConfigError(f"expected a database URL (sqlite:///mlflow.db) or an http(s) MLflow server, "
+                          f"got '{redact(uri)}'", field)
+    storage_kind(uri).check(field)
+    check_artifact_folder(Path.cwd() / ARTIFACT_FOLDER, field)
+
+
+def check_artifact_folder(folder: Path, field: str) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"MLflow keeps artifacts in {folder}, which is not a folder", field)
+    if not os.access(folder if folder.exists() else folder.parent, os.W_OK):
+        raise ConfigError(f"MLflow keeps artifacts in {folder}, which cannot be written", field)

@@ -1,0 +1,180 @@
+"""The study.yaml schema: the shape and types of a study file, and its defaults (pydantic).
+
+Checks that need more than one field's value and type (hyperparameters against the learners,
+storage kinds, data on disk) run after this, in :mod:`hpo.config._learners`,
+:mod:`hpo.config._loading` and :mod:`hpo.config._preflight`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
+
+Scalar = Union[None, bool, int, float, str]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --------------------------------------------------------------------------- search space entries
+
+class FloatParam(Strict):
+    type: Literal["float"]
+    low: float
+    high: float
+    log: bool = False
+    step: PositiveFloat | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "FloatParam":
+        _check_range(self.low, self.high)
+        if self.log and self.step is not None:
+            raise ValueError("log and step cannot be combined")
+        if self.log and self.low <= 0:
+            raise ValueError("log needs low > 0")
+        if self.step is not None:
+            count = (self.high - self.low) / self.step
+            if abs(count - round(count)) > 1e-9:
+                raise ValueError(f"high - low = {self.high - self.low:g} is not a multiple of step = {self.step:g}")
+        return self
+
+
+class IntParam(Strict):
+    type: Literal["int"]
+    low: int
+    high: int
+    log: bool = False
+    step: PositiveInt = 1
+
+    @model_validator(mode="after")
+    def _check(self) -> "IntParam":
+        _check_range(self.low, self.high)
+        if self.log and self.step != 1:
+            raise ValueError("log and step cannot be combined")
+        if self.log and self.low < 1:
+            raise ValueError("log needs low >= 1")
+        return self
+
+
+class CategoricalParam(Strict):
+    type: Literal["categorical"]
+    # Lists are allowed as choices (e.g. milestone lists); they are passed to Optuna as JSON strings.
+    choices: Annotated[list[Union[Scalar, list[Scalar]]], Field(min_length=1)]
+
+
+class MilestonesParam(Strict):
+    """Learning-rate milestones as fractions of the budget: explicit ``choices``, or ``count`` sorted
+    fractions each drawn from ``[low, high]``."""
+
+    type: Literal["milestones"]
+    choices: Annotated[list[Annotated[list[float], Field(min_length=1)]], Field(min_length=1)] | None = None
+    count: PositiveInt | None = None
+    low: float | None = None
+    high: float | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "MilestonesParam":
+        ranged = (self.count, self.low, self.high)
+        if self.choices is None and None in ranged:
+            raise ValueError("give either choices (lists of fractions) or count, low and high")
+        if self.choices is not None and any(v is not None for v in ranged):
+            raise ValueError("give either choices or count/low/high, not both")
+        fractions = [f for c in self.choices for f in c] if self.choices else [self.low, self.high]
+        if any(not 0.0 < f < 1.0 for f in fractions):
+            raise ValueError("milestones are fractions of the budget strictly between 0 and 1")
+        if self.choices is None:
+            _check_range(self.low, self.high)
+        return self
+
+
+def _check_range(low: float, high: float) -> None:
+    if not low < high:
+        raise ValueError(f"low ({low}) must be below high ({high}); put a single value in 'fixed'")
+
+
+SpaceParam = Annotated[Union[FloatParam, IntParam, CategoricalParam, MilestonesParam], Field(discriminator="type")]
+SPACE_TYPES = ("float", "int", "categorical", "milestones")
+
+
+# --------------------------------------------------------------------------- sections
+
+class DatasetConfig(Strict):
+    name: str
+    root: Path | None = None
+    split: str = "default"
+    ways: PositiveInt
+    shots: PositiveInt
+    queries: PositiveInt
+    cache_dir: Path | None = None
+    download: bool = False
+
+
+class LearnerConfig(Strict):
+    fixed: dict[str, Any] = {}
+    space: dict[str, SpaceParam] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _allow_empty(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+
+class PrunerConfig(Strict):
+    type: Literal["median", "hyperband", "none"] = "median"
+    n_startup_trials: NonNegativeInt = 5   # median: complete trials before pruning starts
+    n_warmup_steps: NonNegativeInt = 0     # median: training iterations before a trial can be pruned
+    reduction_factor: Annotated[int, Field(ge=2)] = 3  # hyperband
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        return {"type": value} if isinstance(value, str) else value
+
+
+class SearchConfig(Strict):
+    sampler: Literal["tpe", "gp", "grid", "random"] = "tpe"
+    pruner: PrunerConfig = PrunerConfig()
+    n_trials: PositiveInt | None = None   # total per learner, over all runs (resume runs the remainder)
+    timeout: PositiveFloat | None = None  # seconds per learner per run
+    workers: PositiveInt = 1
+    # A RUNNING trial whose process sent no heartbeat for grace_period seconds (killed, machine lost)
+    # is failed and queued again by the next worker or the next start.
+    heartbeat_interval: PositiveInt = 10
+    grace_period: PositiveInt = 30
+    # Failed trials do not count towards n_trials, so a study whose every trial fails would never end:
+    # this many failures in a row stop the run (exit 1) instead.
+    max_consecutive_failures: PositiveInt = 10
+
+    @model_validator(mode="after")
+    def _check(self) -> "SearchConfig":
+        if self.n_trials is None and self.timeout is None:
+            raise ValueError("give n_trials and/or timeout")
+        if self.grace_period <= self.heartbeat_interval:
+            raise ValueError(f"grace_period ({self.grace_period}) must be longer than "
+                             f"heartbeat_interval ({self.heartbeat_interval})")
+        return self
+
+
+class BudgetConfig(Strict):
+    iterations: PositiveInt
+    val_interval: PositiveInt
+    val_episodes: PositiveInt
+
+
+class TestConfig(Strict):
+    episodes: PositiveInt = 600
+
+
+class StudyConfig(Strict):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+    seed: int = 0
+    dataset: DatasetConfig
+    learners: Annotated[dict[str, LearnerConfig], Field(min_length=1)]
+    search: SearchConfig
+    budget: BudgetConfig
+    test: TestConfig = TestConfig()
+    storage: str = "sqlite:///optuna.db"
+    tracking_uri: str = "sqlite:///mlflow.db"
+    device: Literal["auto", "cpu", "cuda"] = "auto"

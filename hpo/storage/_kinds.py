@@ -1,0 +1,223 @@
+"""One object per kind of storage URL: every "which kind is this?" question is answered here.
+
+* :class:`SQLite` (``sqlite:///optuna.db``, the default): one process writes it (SQLite is unsafe
+  for several writers), so it needs no trial lock; dead workers are found by their heartbeats.
+* :class:`Journal` (``journal:///optuna.journal``): many processes on one machine; a file lock
+  next to it; no heartbeats, so dead workers are found by their process ids.
+* :class:`PostgreSQL` (``postgresql://`` or ``postgresql+driver://``): many machines; an advisory
+  lock; heartbeats.
+* :class:`Database`: any other SQLAlchemy URL, like SQLite but a server.
+
+The same kinds describe MLflow's database backends (``tracking_uri``), which are checked alike.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from abc import ABC, abstractmethod
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+import optuna
+import sqlalchemy
+from optuna.trial import TrialState
+
+from hpo.errors import ConfigError, first_line
+from hpo.logs import experimental_api
+from hpo.redaction import redact
+from hpo.storage._capped import WORKER_ATTR, retry_trial
+from hpo.storage._locks import StudyLock, advisory_lock, file_lock
+from hpo.storage._rdb import ReconnectingRDBStorage
+
+if TYPE_CHECKING:
+    from hpo.storage._capped import CappedStudy
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """A RUNNING trial whose process sent no heartbeat for ``grace_period`` seconds is failed and retried."""
+
+    interval: int
+    grace_period: int
+
+
+class StorageKind(ABC):
+    """What a storage URL is: how to check, open and lock it, and how its dead workers are found."""
+
+    #: Whether several processes may run trials on it at once (and n_trials stays a total over them).
+    shared_by_processes: ClassVar[bool] = False
+
+    def __init__(self, url: str):
+        self.url = url
+
+    @property
+    def scheme(self) -> str:
+        return redact(self.url).split(":", 1)[0]
+
+    def resolved(self, cwd: Path) -> str:
+        """The URL with a relative file path made absolute against ``cwd`` (other URLs unchanged)."""
+        return self.url
+
+    @abstractmethod
+    def check(self, field: str) -> None:
+        """Raise :class:`~hpo.errors.ConfigError` naming ``field`` if the storage cannot be used; write nothing."""
+
+    @abstractmethod
+    def open(self, heartbeat: Heartbeat | None = None) -> optuna.storages.BaseStorage:
+        """The Optuna storage; trials run on it send ``heartbeat`` where the kind has heartbeats (readers pass none)."""
+
+    def trial_lock(self, study_name: str) -> StudyLock:
+        """The lock every worker of ``study_name`` takes to start a trial (none where one process writes)."""
+        return nullcontext
+
+    def fail_stale_trials(self, study: CappedStudy) -> None:
+        """Fail (and queue again) the trials whose process is gone."""
+        with experimental_api():
+            optuna.storages.fail_stale_trials(study)
+
+
+class _FileURL:
+    """``scheme:///relative/path`` and ``scheme:////absolute/path``, like SQLAlchemy."""
+
+    prefix: ClassVar[str]
+    url: str
+
+    @property
+    def path(self) -> Path | None:
+        path = self.url[len(self.prefix):].split("?", 1)[0]
+        return None if path in ("", ":memory:") else Path(path)
+
+    def resolved(self, cwd: Path) -> str:
+        # Resolving once, at start-up, means every later step (and every log line) names the same file.
+        path = self.path
+        if path is None or path.is_absolute():
+            return self.url
+        query = self.url[len(self.prefix):].partition("?")[1:]
+        return self.prefix + str(cwd / path) + "".join(query)
+
+
+class Database(StorageKind):
+    """A database SQLAlchemy connects to; Optuna's RDB storage, riding out lost connections."""
+
+    def check(self, field: str) -> None:
+        try:
+            engine = sqlalchemy.create_engine(self.url)
+        except ImportError as e:
+            # SQLAlchemy 2.1 maps postgresql:// to psycopg 3; this project ships psycopg2.
+            raise ConfigError(f"no database driver for {redact(self.url)} ({first_line(e)}); for PostgreSQL with "
+                              f"psycopg2 write postgresql+psycopg2://", field) from None
+        except Exception as e:  # bad URL syntax
+            raise ConfigError(f"invalid database URL {redact(self.url)}: {first_line(e)}", field) from None
+        try:
+            with engine.connect():
+                pass
+        except Exception as e:
+            raise ConfigError(f"cannot connect to {redact(self.url)}: {first_line(e)}", field) from None
+        finally:
+            engine.dispose()
+
+    def open(self, heartbeat: Heartbeat | None = None) -> optuna.storages.BaseStorage:
+        with experimental_api():
+            if heartbeat is None:
+                return ReconnectingRDBStorage(self.url)
+            return ReconnectingRDBStorage(
+                self.url, heartbeat_interval=heartbeat.interval, grace_period=heartbeat.grace_period,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback())
+
+
+class SQLite(_FileURL, Database):
+    """A file that one process writes (SQLite is unsafe for several writers)."""
+
+    prefix = "sqlite:///"
+
+    def check(self, field: str) -> None:
+        """The file must be creatable: its folder exists and can be written."""
+        path = self.path
+        if path is None:  # in memory
+            return
+        if not path.parent.is_dir():
+            raise ConfigError(f"the folder of the SQLite file does not exist (or is not a folder): {path.parent}",
+                              field)
+        if path.is_dir():
+            raise ConfigError(f"the SQLite file is a folder: {path}", field)
+        if not os.access(path if path.exists() else path.parent, os.W_OK):  # root passes: a file stops it
+            raise ConfigError(f"the SQLite file cannot be written: {path}", field)
+
+
+class PostgreSQL(Database):
+    """A server that workers on many machines share; starting a trial takes an advisory lock."""
+
+    shared_by_processes = True
+
+    def trial_lock(self, study_name: str) -> StudyLock:
+        return advisory_lock(self.url, study_name)
+
+
+class Journal(_FileURL, StorageKind):
+    """Optuna's JournalStorage in a file, safe for many processes on one machine. It has no heartbeats:
+    a trial's process is dead when its process id, recorded with the trial, no longer exists."""
+
+    prefix = "journal:///"
+    shared_by_processes = True
+
+    def check(self, field: str) -> None:
+        path = self.path
+        if path is not None and not path.parent.is_dir():
+            raise ConfigError(f"the folder of the journal file does not exist: {path.parent}", field)
+
+    def open(self, heartbeat: Heartbeat | None = None) -> optuna.storages.BaseStorage:
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(self.path)))
+
+    def trial_lock(self, study_name: str) -> StudyLock:
+        path = self.path
+        return lambda: file_lock(path.with_name(path.name + ".trials-lock"))
+
+    def fail_stale_trials(self, study: CappedStudy) -> None:
+        with study.lock():
+            for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                worker = trial.user_attrs.get(WORKER_ATTR)
+                if worker and worker["host"] == socket.gethostname() and not _process_exists(worker["pid"]):
+                    retry_trial(study, study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True))
+
+
+def storage_kind(url: str) -> StorageKind:
+    """The kind of ``url``: the one place that looks at a storage URL's scheme."""
+    if url.startswith(Journal.prefix) and Journal(url).path is not None:  # journal:/// alone names no file
+        return Journal(url)
+    if url.startswith(SQLite.prefix):
+        return SQLite(url)
+    if url.startswith(("postgresql://", "postgresql+")):  # psycopg 3, or postgresql+driver://
+        return PostgreSQL(url)
+    return Database(url)
+
+
+def get_storage(url: str, heartbeat: Heartbeat | None = None) -> optuna.storages.BaseStorage:
+    """The Optuna storage at ``url``.
+
+    Args:
+        url: ``sqlite:///file.db``, ``journal:///file.journal``, ``postgresql://user@host/db`` or any
+            other SQLAlchemy URL.
+        heartbeat: heartbeats for trials run on it (RDB storages); readers pass none.
+
+    Raises:
+        sqlalchemy.exc.SQLAlchemyError: the database cannot be opened.
+    """
+    return storage_kind(url).open(heartbeat)
+
+
+def resolved_url(url: str, cwd: Path | None = None) -> str:
+    """``url`` with a relative SQLite or journal file made absolute against ``cwd`` (default: the working
+    directory); other URLs unchanged."""
+    return storage_kind(url).resolved(cwd or Path.cwd())
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
