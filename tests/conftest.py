@@ -1,15 +1,36 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures (shared helpers are in ``helpers.py``)."""
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
+import torch
 
 from learners.data import DatasetSplits, load_dataset
+from tests.helpers import REPO
 
 # Real data lives next to the checkout (see ../shared/data/README.md), never inside it.
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One torch thread in this process, for a whole module (``pytestmark = pytest.mark.usefixtures("one_thread")``).
+
+    Two shared cores: several intra-op threads per process slow training down several-fold (one thread per
+    process avoids oversubscription).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def synthetic() -> DatasetSplits:
+    return load_dataset("synthetic")
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ from torch.func import vmap
 from learners import backbones
 from learners.backbones import (BACKBONES, BatchNorm2d, build_backbone, conv_batch_norm, max_pool_2x2,
                                 with_pytorch_layers)
+from tests.helpers import spread_batch_norm_affine
 
 # Expected feature width at Omniglot (1×28×28) and miniImageNet (3×84×84) sizes.
 FEATURES = {
@@ -43,18 +44,6 @@ def test_building_leaves_running_statistics_untouched() -> None:
 def test_unknown_backbone_is_named() -> None:
     with pytest.raises(ValueError, match="unknown backbone 'vgg'"):
         build_backbone("vgg", (1, 28, 28))
-
-
-def spread_batch_norm_affine(module: nn.Module, weights: tuple[float, float],
-                             biases: tuple[float, float] | None = None) -> None:
-    """Spread the weights (and biases) of every batch norm in ``module``, itself included, evenly over a
-    range: ranges with negative weights make pooling before the batch norm flip channels (see conv_batch_norm)."""
-    with torch.no_grad():
-        for norm in module.modules():
-            if isinstance(norm, nn.BatchNorm2d):
-                norm.weight.copy_(torch.linspace(*weights, norm.num_features))
-                if biases is not None:
-                    norm.bias.copy_(torch.linspace(*biases, norm.num_features))
 
 
 @pytest.mark.parametrize("training", [True, False])

@@ -6,9 +6,7 @@ storage, no MLflow database, no ``mlruns``.
 """
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
@@ -16,17 +14,18 @@ from typing import Any, Union
 import pytest
 import yaml
 
-from hpo.run import main
-from tests.test_hpo_config import BASE_STUDY, REPO, study_dict, with_learner
+from tests.helpers import (BASE_STUDY, LR, assert_one_error_line, environment, hpo_command, learner_study, main_in,
+                           study_dict, study_with)
 
-LR = {"type": "float", "low": 1e-4, "high": 1e-2}
 # The contents of one file: a YAML mapping, raw text, or None for a folder.
 Content = Union[dict[str, Any], str, None]
 
 
 @dataclass(frozen=True)
 class Case:
-    expected: str                  # must appear in the error line: the field path (or file, or option) and why
+    # Must be in the error line: the field path (or file, or option) and why. Text that begins with "error: " must
+    # be where the line begins.
+    expected: str
     study: Content = field(default_factory=lambda: BASE_STUDY)  # written as study.yaml unless None
     args: tuple[str, ...] = ("study.yaml",)  # the command line after python -m hpo.run
     files: dict[str, Content] = field(default_factory=dict)  # more files in the working directory
@@ -36,23 +35,11 @@ def cli(*options: str) -> tuple[str, ...]:
     return ("study.yaml", *options)
 
 
-def dataset(**changes: Any) -> dict[str, Any]:
-    return study_dict(dataset={**BASE_STUDY["dataset"], **changes})
-
-
-def search(**changes: Any) -> dict[str, Any]:
-    return study_dict(search={**BASE_STUDY["search"], **changes})
-
-
-def space(**entries: Any) -> dict[str, Any]:
-    return with_learner(space=entries)
-
-
 SPACE = "learners.protonet.space"
 FIXED = "learners.protonet.fixed"
 CASES: dict[str, Case] = {
     # ---- the file itself
-    "malformed YAML": Case("study.yaml: line 3, column 8: invalid YAML",
+    "malformed YAML": Case("error: study.yaml: line 3, column 8: invalid YAML",
                            "name: t\ndataset: {name: synthetic, ways: 5\n  shots: [1\n"),
     "empty file": Case("study.yaml: a study file is a mapping", ""),
     "YAML list": Case("study.yaml: a study file is a mapping", "- name: t\n- seed: 0\n"),
@@ -64,85 +51,105 @@ CASES: dict[str, Case] = {
                             "tag 'tag:yaml.org,2002:python/object/apply:os.system'",
                             "name: !!python/object/apply:os.system ['touch pwned']\n"),
     # ---- shape and types
-    "unknown top-level key": Case("study.yaml: colour: unknown key", study_dict(colour="red")),
-    "unknown nested key": Case("study.yaml: budget.epochs: unknown key",
-                               study_dict(budget={**BASE_STUDY["budget"], "epochs": 3})),
-    "unknown key in a space entry": Case(f"{SPACE}.lr.scale: unknown key", space(lr={**LR, "scale": "log"})),
-    "string for an int": Case("budget.iterations: Input should be a valid integer",
-                              study_dict(budget={**BASE_STUDY["budget"], "iterations": "many"})),
+    "unknown top-level key": Case("error: study.yaml: colour: unknown key", study_dict(colour="red")),
+    "unknown nested key": Case("error: study.yaml: budget.epochs: unknown key", study_with("budget", epochs=3)),
+    "unknown key in a space entry": Case(f"{SPACE}.lr.scale: unknown key",
+                                         learner_study({"lr": {**LR, "scale": "log"}})),
+    "string for an int": Case("error: study.yaml: budget.iterations: Input should be a valid integer",
+                              study_with("budget", iterations="many")),
+    "wrong type in space": Case(f"error: study.yaml: {SPACE}.lr.low: ", learner_study({"lr": {**LR, "low": "small"}})),
+    "fixed value of wrong type": Case(f"error: study.yaml: {FIXED}.meta_batch: ",
+                                      learner_study({"lr": LR}, fixed={"meta_batch": "two"})),
     "list for a mapping": Case("study.yaml: dataset: Input should be a valid dictionary",
                                study_dict(dataset=["synthetic", 5])),
     "negative iterations": Case("budget.iterations: Input should be greater than 0",
-                                study_dict(budget={**BASE_STUDY["budget"], "iterations": -5})),
-    "zero ways": Case("dataset.ways: Input should be greater than 0", dataset(ways=0)),
-    "negative timeout": Case("search.timeout: Input should be greater than 0", search(timeout=-1)),
+                                study_with("budget", iterations=-5)),
+    "zero ways": Case("dataset.ways: Input should be greater than 0", study_with("dataset", ways=0)),
+    "negative timeout": Case("search.timeout: Input should be greater than 0", study_with("search", timeout=-1)),
     "bad study name": Case("study.yaml: name: String should match pattern", study_dict(name="my/study")),
     "no learners": Case("study.yaml: learners: Dictionary should have at least 1 item", study_dict(learners={})),
     "unknown device": Case("study.yaml: device: Input should be 'auto', 'cpu' or 'cuda'", study_dict(device="tpu")),
     # ---- names that must exist
-    "unknown learner": Case("learners.protonett: unknown learner",
+    "unknown learner": Case("error: study.yaml: learners.protonett: unknown learner",
                             study_dict(learners={"protonett": {"space": {"lr": LR}}})),
-    "unknown sampler": Case("search.sampler: Input should be 'tpe', 'gp', 'grid' or 'random'", search(sampler="bayes")),
+    "unknown sampler": Case("error: study.yaml: search.sampler: Input should be 'tpe', 'gp', 'grid' or 'random'",
+                            study_with("search", sampler="bayes")),
     "unknown pruner": Case("search.pruner.type: Input should be 'median', 'hyperband' or 'none'",
-                           search(pruner="patient")),
-    "unknown dataset": Case("dataset.name: unknown dataset 'mnist'", dataset(name="mnist")),
+                           study_with("search", pruner="patient")),
+    "unknown dataset": Case("dataset.name: unknown dataset 'mnist'", study_with("dataset", name="mnist")),
     "unknown backbone in fixed": Case(f"{FIXED}.backbone: unknown backbone 'vgg'",
-                                      with_learner(fixed={"backbone": "vgg"}, space={"lr": LR})),
-    "unknown backbone in choices": Case(f"{SPACE}.backbone.choices[1]: unknown backbone 'vgg'",
-                                        space(backbone={"type": "categorical", "choices": ["conv4", "vgg"]})),
-    "unknown hyperparameter in fixed": Case(f"{FIXED}.lrr: unknown hyperparameter of protonet",
-                                            with_learner(fixed={"lrr": 0.1}, space={"lr": LR})),
+                                      learner_study({"lr": LR}, fixed={"backbone": "vgg"})),
+    "unknown backbone in choices": Case(
+        f"error: study.yaml: {SPACE}.backbone.choices[1]: unknown backbone 'vgg'",
+        learner_study({"backbone": {"type": "categorical", "choices": ["conv4", "vgg"]}})),
+    "unknown hyperparameter in fixed": Case(f"error: study.yaml: {FIXED}.lrr: unknown hyperparameter of protonet",
+                                            learner_study({"lr": LR}, fixed={"lrr": 0.1})),
     "unknown hyperparameter in space": Case(f"{SPACE}.learning_rate: unknown hyperparameter of protonet",
-                                            space(learning_rate=LR)),
+                                            learner_study({"learning_rate": LR})),
     # ---- search spaces
-    "empty space": Case(f"{SPACE}: empty", with_learner(fixed={"lr": 0.1}, space={})),
+    "empty space": Case(f"error: study.yaml: {SPACE}: empty", learner_study({}, fixed={"lr": 0.1})),
     "in fixed and in space": Case(f"{SPACE}.lr: given in both fixed and space",
-                                  with_learner(fixed={"lr": 0.1}, space={"lr": LR})),
-    "unknown space type": Case(f"{SPACE}.lr: Input tag 'floaty' found using 'type' does not match",
-                               space(lr={**LR, "type": "floaty"})),
-    "float low above high": Case(f"{SPACE}.lr: low (0.1) must be below high (0.01)", space(lr={**LR, "low": 0.1})),
-    "log with low at 0": Case(f"{SPACE}.lr: log needs low > 0", space(lr={**LR, "low": 0.0, "log": True})),
-    "int log with a step": Case(f"{SPACE}.meta_batch: log and step cannot be combined",
-                                space(meta_batch={"type": "int", "low": 1, "high": 9, "log": True, "step": 2})),
-    "float step not dividing the range": Case(f"{SPACE}.lr: high - low = 0.3 is not a multiple of step = 0.2",
-                                              space(lr={"type": "float", "low": 0.1, "high": 0.4, "step": 0.2})),
+                                  learner_study({"lr": LR}, fixed={"lr": 0.1})),
+    "unknown space type": Case(
+        f"error: study.yaml: {SPACE}.lr: Input tag 'floaty' found using 'type' does not match",
+        learner_study({"lr": {**LR, "type": "floaty"}})),
+    "float low above high": Case(f"{SPACE}.lr: low (0.1) must be below high (0.01)",
+                                 learner_study({"lr": {**LR, "low": 0.1}})),
+    "log with low at 0": Case(f"{SPACE}.lr: log needs low > 0", learner_study({"lr": {**LR, "low": 0.0, "log": True}})),
+    "int log with a step": Case(
+        f"{SPACE}.meta_batch: log and step cannot be combined",
+        learner_study({"meta_batch": {"type": "int", "low": 1, "high": 9, "log": True, "step": 2}})),
+    "float step not dividing the range": Case(
+        f"{SPACE}.lr: high - low = 0.3 is not a multiple of step = 0.2",
+        learner_study({"lr": {"type": "float", "low": 0.1, "high": 0.4, "step": 0.2}})),
     "no categorical choices": Case(f"{SPACE}.lr.choices: List should have at least 1 item",
-                                   space(lr={"type": "categorical", "choices": []})),
-    "float range on an int": Case(f"{SPACE}.meta_batch: meta_batch is int",
-                                  space(meta_batch={"type": "float", "low": 1, "high": 3})),
-    "milestones outside (0, 1)": Case(f"{SPACE}.milestones: milestones are fractions of the budget strictly between",
-                                      space(milestones={"type": "milestones", "choices": [[0.5, 1.5]]})),
+                                   learner_study({"lr": {"type": "categorical", "choices": []}})),
+    "float range on an int": Case(f"error: study.yaml: {SPACE}.meta_batch: meta_batch is int",
+                                  learner_study({"meta_batch": {"type": "float", "low": 1, "high": 3}})),
+    "milestones outside (0, 1)": Case(
+        f"error: study.yaml: {SPACE}.milestones: milestones are fractions of the budget strictly between",
+        learner_study({"milestones": {"type": "milestones", "choices": [[0.5, 1.5]]}})),
     "fixed milestones outside (0, 1)": Case(f"{FIXED}.milestones: milestones must be fractions",
-                                            with_learner(fixed={"milestones": [0.0]}, space={"lr": LR})),
-    "too many milestones": Case(f"{SPACE}.milestones.count: 9 milestones cannot fall on distinct iterations",
-                                space(milestones={"type": "milestones", "count": 9, "low": 0.1, "high": 0.9})),
-    "grid of a continuous range": Case(f"{SPACE}.lr: a grid needs a float range with a step",
-                                       search(sampler="grid")),
-    "learner's own check": Case(f"{FIXED}.optimizer: optimizer must be 'adam' or 'sgd'",
-                                with_learner(fixed={"optimizer": "adamw"}, space={"lr": LR})),
+                                            learner_study({"lr": LR}, fixed={"milestones": [0.0]})),
+    "too many milestones": Case(
+        f"{SPACE}.milestones.count: 9 milestones cannot fall on distinct iterations",
+        learner_study({"milestones": {"type": "milestones", "count": 9, "low": 0.1, "high": 0.9}})),
+    "grid of a continuous range": Case(f"error: study.yaml: {SPACE}.lr: a grid needs a float range with a step",
+                                       study_with("search", sampler="grid")),
+    "learner's own check": Case(f"error: study.yaml: {FIXED}.optimizer: optimizer must be 'adam' or 'sgd'",
+                                learner_study({"lr": LR}, fixed={"optimizer": "adamw"})),
     # ---- search settings
-    "no trials nor timeout": Case("study.yaml: search: give n_trials and/or timeout",
+    "no trials nor timeout": Case("error: study.yaml: search: give n_trials and/or timeout",
                                   study_dict(search={"sampler": "tpe"})),
     "grace period under the heartbeat": Case("search: grace_period (5) must be longer than heartbeat_interval (10)",
-                                             search(grace_period=5)),
+                                             study_with("search", grace_period=5)),
     "no failures allowed": Case("search.max_consecutive_failures: Input should be greater than 0",
-                                search(max_consecutive_failures=0)),
+                                study_with("search", max_consecutive_failures=0)),
+    "several workers": Case("error: study.yaml: search.workers: ", study_dict(search={"n_trials": 2, "workers": 3})),
     # ---- data
-    "impossible ways for the split": Case("study.yaml: dataset: ways=30 is more than the 16 classes of the 'val'",
-                                          dataset(ways=30)),
+    "impossible ways for the split": Case(
+        "error: study.yaml: dataset: ways=30 is more than the 16 classes of the 'val'", study_with("dataset", ways=30)),
     "shots + queries above the images per class": Case("dataset: shots+queries=25 is more than the 20 images",
-                                                       dataset(shots=10, queries=15)),
-    "missing data root": Case("dataset.root: no such directory", dataset(root="nowhere/omniglot")),
+                                                       study_with("dataset", shots=10, queries=15)),
+    "missing data root": Case("error: study.yaml: dataset.root: no such directory",
+                              study_with("dataset", root="nowhere/omniglot")),
     # ---- command line
-    "--n-trials 0": Case("study.yaml: search.n_trials: Input should be greater than 0", args=cli("--n-trials", "0")),
+    "--n-trials 0": Case("error: study.yaml: search.n_trials: Input should be greater than 0",
+                         args=cli("--n-trials", "0")),
     "--n-trials -3": Case("study.yaml: search.n_trials: Input should be greater than 0", args=cli("--n-trials", "-3")),
     "--n-trials abc": Case("error: argument --n-trials: invalid int value: 'abc'", args=cli("--n-trials", "abc")),
     "--workers 0": Case("study.yaml: search.workers: ", args=cli("--workers", "0")),
+    "--workers 2": Case("error: study.yaml: search.workers: ", args=cli("--workers", "2")),
     "--workers two": Case("error: argument --workers: invalid int value: 'two'", args=cli("--workers", "two")),
     "--learners nosuch": Case("--learners: 'nosuch' is not a learner of this study", args=cli("--learners", "nosuch")),
+    "--learners maml2": Case("error: study.yaml: --learners: ", args=cli("--learners", "maml2")),
     "unknown option": Case("error: unrecognized arguments: --colour red", args=cli("--colour", "red")),
     "no study file given": Case("error: the following arguments are required: study", args=()),
     # ---- storage and tracking
+    "storage folder missing": Case("error: study.yaml: storage: ",
+                                   study_dict(storage="sqlite:///no/such/folder/optuna.db")),
+    "unreachable storage": Case("error: study.yaml: storage: cannot connect",
+                                study_dict(storage="postgresql+psycopg2://u:hunter2@127.0.0.1:1/db")),
     "--storage with an unknown scheme": Case("study.yaml: storage: invalid database URL mongo://db/optuna",
                                              args=cli("--storage", "mongo://db/optuna")),
     "unreachable PostgreSQL": Case("study.yaml: storage: ", args=cli("--storage", "postgresql://root:pw@127.0.0.1:1/x")),
@@ -155,6 +162,8 @@ CASES: dict[str, Case] = {
                                 args=cli("--storage", "sqlite:///blocker/optuna.db"), files={"blocker": "a file"}),
     "SQLite file is a folder": Case("study.yaml: storage: the SQLite file is a folder",
                                     args=cli("--storage", "sqlite:///db"), files={"db": None}),
+    "unreachable tracking server in the study file": Case("error: study.yaml: tracking_uri: ",
+                                                          study_dict(tracking_uri="http://127.0.0.1:1")),
     "--tracking-uri with an unknown scheme": Case("study.yaml: tracking_uri: invalid database URL ftp://host/runs",
                                                   args=cli("--tracking-uri", "ftp://host/runs")),
     "--tracking-uri without a scheme": Case("study.yaml: tracking_uri: expected a database URL",
@@ -187,19 +196,17 @@ def listing(directory: Path) -> list[str]:
 
 def check_one_line(case: Case, code: int, out: str, err: str) -> None:
     assert code == 2, (out, err)
-    assert err.startswith("error: ") and err.count("\n") == 1, err
-    assert case.expected in err, err
-    assert ":pw@" not in err  # passwords never printed
+    assert_one_error_line(err)
+    assert err.startswith(case.expected) if case.expected.startswith("error: ") else case.expected in err, err
+    assert ":pw@" not in err and "hunter2" not in err  # passwords never printed
 
 
 @pytest.mark.parametrize("case", list(CASES.values()), ids=list(CASES))
-def test_bad_input_is_one_line_naming_the_field(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                               capsys: pytest.CaptureFixture) -> None:
+def test_bad_input_is_one_line_naming_the_field(case: Case, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     argv = prepare(case, tmp_path)
     before = listing(tmp_path)
-    monkeypatch.chdir(tmp_path)
     try:
-        code = main(argv)
+        code = main_in(tmp_path, *argv)
     except SystemExit as e:  # argparse stops by exiting
         code = e.code
     out, err = capsys.readouterr()
@@ -212,9 +219,8 @@ def test_bad_input_in_a_real_process_prints_no_traceback(name: str, tmp_path: Pa
     case = CASES[name]
     argv = prepare(case, tmp_path)
     before = listing(tmp_path)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, "-m", "hpo.run", *argv], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(hpo_command(*argv), cwd=tmp_path, env=environment(), capture_output=True, text=True,
+                          timeout=120)
     check_one_line(case, done.returncode, done.stdout, done.stderr)
     assert listing(tmp_path) == before
 

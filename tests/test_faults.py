@@ -2,11 +2,9 @@
 a killed worker, a lost PostgreSQL database, a full disk and an unwritable ``mlruns``."""
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -20,24 +18,13 @@ from optuna.trial import TrialState
 
 from hpo.errors import STORAGE_ERRORS
 from hpo.storage import ReconnectingRDBStorage
+from tests.helpers import (CONV4, LEARNER, LOG_LR, LR, SECONDS_BUDGET, counted, error_line, finish, learner_study,
+                           run_in, runs, start_hpo, trial_runs, trials, wait_for, wait_for_running_trial, write_study)
 
-from tests.test_hpo_config import REPO, study_dict, write_study
-from tests.test_hpo_run import counted, one_thread, run_in, runs, trial_runs, trials, wait_for_running_trial
-
-__all__ = ["one_thread"]  # a module-scoped autouse fixture: one torch thread in this module too
-
-LEARNER = "protonet"
-FIXED = {"backbone": "conv4"}
+pytestmark = pytest.mark.usefixtures("one_thread")
 # Adam takes steps of about lr whatever the gradient: at 1e20 the loss is NaN at step 2.
 DIVERGING_LR = 1.0e20
-# About 3 s per trial on one core: long enough to act on a running trial, short enough to finish.
-SECONDS_BUDGET = {"iterations": 40, "val_interval": 10, "val_episodes": 4}
 POSTGRES = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "postgres"}
-
-
-def learner_study(name: str, space: dict[str, Any], fixed: dict[str, Any] = FIXED, **sections: Any
-                  ) -> dict[str, Any]:
-    return study_dict(name=name, learners={LEARNER: {"fixed": fixed, "space": space}}, **sections)
 
 
 def search(**settings: Any) -> dict[str, Any]:
@@ -48,31 +35,10 @@ def stderr_of(capsys: pytest.CaptureFixture) -> str:
     return capsys.readouterr().err
 
 
-def error_line(err: str) -> str:
-    """The ``error:`` line, asserted to be the only one and the last."""
-    errors = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and err.rstrip().splitlines()[-1] == errors[0], err
-    return errors[0]
-
-
 def no_running(directory: Path, name: str) -> None:
     """Neither store has anything left RUNNING."""
     assert all(t.state != TrialState.RUNNING for t in trials(directory, name))
     assert all(r.info.status != "RUNNING" for role in ("parent", "trial") for r in runs(directory, name, role))
-
-
-def spawn(directory: Path) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-m", "hpo.run", "study.yaml", "--no-progress"], cwd=directory,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def finish(process: subprocess.Popen, timeout: float = 120) -> tuple[int, str]:
-    try:
-        _, err = process.communicate(timeout=timeout)
-    finally:
-        process.kill()
-    return process.returncode, err
 
 
 # --------------------------------------------------------------------------- failing trials
@@ -80,7 +46,7 @@ def finish(process: subprocess.Popen, timeout: float = 120) -> tuple[int, str]:
 def test_diverging_trials_fail_with_their_reason_and_are_replaced(tmp_path: Path,
                                                                   capsys: pytest.CaptureFixture) -> None:
     lr = {"type": "categorical", "choices": [1.0e-3, DIVERGING_LR]}
-    write_study(tmp_path, learner_study("diverge", {"lr": lr}, search=search()))
+    write_study(tmp_path, learner_study({"lr": lr}, CONV4, name="diverge", search=search()))
     assert run_in(tmp_path) == 0
     done, tracked = trials(tmp_path, "diverge"), trial_runs(tmp_path, "diverge")
     failed = [t for t in done if t.state == TrialState.FAIL]
@@ -103,9 +69,9 @@ def test_diverging_trials_fail_with_their_reason_and_are_replaced(tmp_path: Path
 def test_a_study_whose_every_trial_fails_stops_after_the_limit(tmp_path: Path,
                                                               capsys: pytest.CaptureFixture) -> None:
     # A negative weight decay passes the study checks but torch's optimizer refuses it: every trial raises.
-    failing = {**FIXED, "weight_decay": -1.0}
-    lr = {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}
-    write_study(tmp_path, learner_study("doomed", {"lr": lr}, failing, search=search(max_consecutive_failures=3)))
+    failing = {**CONV4, "weight_decay": -1.0}
+    write_study(tmp_path, learner_study({"lr": LOG_LR}, failing, name="doomed",
+                                        search=search(max_consecutive_failures=3)))
     assert run_in(tmp_path) == 1
     line = error_line(stderr_of(capsys))  # after Optuna's log of each trial, with the learner's traceback
     assert line.startswith(f"error: doomed/{LEARNER}: 3 trials in a row failed, the last with 'ValueError: ")
@@ -121,10 +87,10 @@ def test_a_study_whose_every_trial_fails_stops_after_the_limit(tmp_path: Path,
 
 @pytest.mark.slow
 def test_a_worker_killed_mid_trial_is_failed_retried_and_closed_by_the_next_start(tmp_path: Path) -> None:
-    study = learner_study("killed", {"lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}},
+    study = learner_study({"lr": LOG_LR}, CONV4, name="killed",
                           search=search(n_trials=2, heartbeat_interval=1, grace_period=2), budget=SECONDS_BUDGET)
     write_study(tmp_path, study)
-    process = spawn(tmp_path)
+    process = start_hpo(tmp_path)
     try:
         wait_for_running_trial(tmp_path, process)
         time.sleep(0.5)
@@ -135,7 +101,7 @@ def test_a_worker_killed_mid_trial_is_failed_retried_and_closed_by_the_next_star
     [killed] = trials(tmp_path, "killed")
     assert killed.state == TrialState.RUNNING and trial_runs(tmp_path, "killed")[0].info.status == "RUNNING"
 
-    code, err = finish(spawn(tmp_path))  # the same command again
+    code, err = finish(start_hpo(tmp_path))  # the same command again
     assert code == 0, err
     after = trials(tmp_path, "killed")
     assert after[0].state == TrialState.FAIL and counted(after) == 2
@@ -170,23 +136,14 @@ def postgres_database() -> Iterator[tuple[str, Callable[[str], Any]]]:
         admin.close()
 
 
-def wait_for(condition: Callable[[], bool], process: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.5)
-
-
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_killed_connections_are_survived_and_a_dropped_database_stops_with_one_line(
         tmp_path: Path, postgres_database: tuple[str, Callable[[str], Any]]) -> None:
     name, sql = postgres_database
     url = f"postgresql+psycopg2://postgres:s3cretpw@127.0.0.1:5432/{name}"  # trust auth ignores the password
-    lr = {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}
-    write_study(tmp_path, learner_study("lost", {"lr": lr}, search=search(n_trials=50), budget=SECONDS_BUDGET,
-                                        storage=url))
+    write_study(tmp_path, learner_study({"lr": LOG_LR}, CONV4, name="lost", search=search(n_trials=50),
+                                        budget=SECONDS_BUDGET, storage=url))
 
     def in_state(state: str) -> int:
         try:
@@ -194,7 +151,7 @@ def test_killed_connections_are_survived_and_a_dropped_database_stops_with_one_l
         except psycopg2.Error:  # tables not created yet
             return 0
 
-    process = spawn(tmp_path)
+    process = start_hpo(tmp_path)
     try:
         wait_for(lambda: in_state("RUNNING") > 0, process)
         # Transient: every session of the worker is killed; the pool reconnects and the trial goes on.
@@ -273,7 +230,7 @@ def full_mlruns(tmp_path: Path) -> Iterator[Path]:
 
 def test_a_full_disk_stops_with_one_line_and_a_rerun_completes(tmp_path: Path, full_mlruns: Path,
                                                               capsys: pytest.CaptureFixture) -> None:
-    write_study(tmp_path, learner_study("full", {"lr": {"type": "float", "low": 1e-4, "high": 1e-2}}))
+    write_study(tmp_path, learner_study({"lr": LR}, CONV4, name="full"))
     assert run_in(tmp_path) == 1
     err = stderr_of(capsys)
     line = error_line(err)
@@ -292,9 +249,9 @@ def test_a_full_disk_stops_with_one_line_and_a_rerun_completes(tmp_path: Path, f
 @pytest.mark.slow
 def test_mlruns_made_unwritable_mid_run_fails_the_trial_and_stops(tmp_path: Path) -> None:
     # Tests run as root, which ignores permissions: a file in place of the folder stops root too.
-    lr = {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}
-    write_study(tmp_path, learner_study("unwritable", {"lr": lr}, search=search(n_trials=3), budget=SECONDS_BUDGET))
-    process = spawn(tmp_path)
+    write_study(tmp_path, learner_study({"lr": LOG_LR}, CONV4, name="unwritable", search=search(n_trials=3),
+                                        budget=SECONDS_BUDGET))
+    process = start_hpo(tmp_path)
     try:
         wait_for_running_trial(tmp_path, process)
         # Once the first trial has written its config.json, swap the folder for a file.

@@ -1,70 +1,24 @@
 """End to end on synthetic data: trial accounting, pruning, MLflow runs, resume, grid exhaustion, Ctrl-C."""
 from __future__ import annotations
 
-import os
 import signal
-import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
-from typing import Iterator
 
-import optuna
 import pytest
-import torch
-from mlflow import MlflowClient
-from mlflow.entities import Run
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
-from hpo.run import main
 from learners import hparam_names
-from tests.test_hpo_config import BASE_STUDY, REPO, study_dict, write_study
+from tests.helpers import (BASE_STUDY, CONV4, LEARNER, LONG_BUDGET, counted, learner_study, run_in, runs,
+                           start_hpo, study_dict, tracking, trial_runs, trials, wait_for_running_trial, write_study)
 
-LEARNER = "protonet"
+pytestmark = pytest.mark.usefixtures("one_thread")
 # Seed 1 makes the grid run lr=0.001 first, so the poor lr=0.5 trial that follows is below the
 # median at the first report and is pruned (median pruner, one startup trial).
-GRID_STUDY = study_dict(
-    name="grid", seed=1,
-    learners={LEARNER: {"fixed": {"backbone": "conv4"},
-                        "space": {"lr": {"type": "categorical", "choices": [0.001, 0.002, 0.5]}}}},
+GRID_STUDY = learner_study(
+    {"lr": {"type": "categorical", "choices": [0.001, 0.002, 0.5]}}, CONV4, name="grid", seed=1,
     search={"sampler": "grid", "pruner": {"type": "median", "n_startup_trials": 1}, "n_trials": 5},
     budget={"iterations": 4, "val_interval": 2, "val_episodes": 16})
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    # Two shared cores: several intra-op threads per process slow training down several-fold.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def run_in(directory: Path, *args: str) -> int:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(directory)
-        return main(["study.yaml", "--no-progress", *args])
-
-
-def trials(directory: Path, name: str) -> list[FrozenTrial]:
-    study = optuna.load_study(study_name=f"{name}/{LEARNER}", storage=f"sqlite:///{directory}/optuna.db")
-    return study.get_trials()
-
-
-def runs(directory: Path, name: str, role: str) -> list[Run]:
-    client = MlflowClient(f"sqlite:///{directory}/mlflow.db")
-    experiment = client.get_experiment_by_name(name)
-    return client.search_runs([experiment.experiment_id], f"tags.run_role = '{role}'",
-                              order_by=["attributes.start_time ASC"])
-
-
-def trial_runs(directory: Path, name: str) -> dict[int, Run]:
-    return {int(r.data.tags["optuna_trial_number"]): r for r in runs(directory, name, "trial")}
-
-
-def counted(all_trials: list[FrozenTrial]) -> int:
-    return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in all_trials)
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +48,7 @@ def test_pruned_trials_end_killed_and_complete_ones_finished(grid_run: tuple[Pat
 
 def test_one_parent_with_nested_trials_test_metrics_and_artifacts(grid_run: tuple[Path, int]) -> None:
     directory, _ = grid_run
-    client = MlflowClient(f"sqlite:///{directory}/mlflow.db")
+    client = tracking(directory)
     [parent] = runs(directory, "grid", "parent")
     assert parent.info.status == "FINISHED" and parent.data.tags["optuna_study"] == f"grid/{LEARNER}"
     assert {"test_accuracy", "test_ci95", "val_accuracy", "best_trial"} <= set(parent.data.metrics)
@@ -126,7 +80,7 @@ def test_resume_adds_only_the_remainder_and_reuses_the_parent(tmp_path: Path,
     after = trials(tmp_path, "resume")
     assert len(after) == counted(after) == 4
     assert len(runs(tmp_path, "resume", "parent")) == 1 and sorted(trial_runs(tmp_path, "resume")) == [0, 1, 2, 3]
-    tests_logged = len(MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_metric_history(
+    tests_logged = len(tracking(tmp_path).get_metric_history(
         runs(tmp_path, "resume", "parent")[0].info.run_id, "test_accuracy"))
 
     capsys.readouterr()
@@ -135,8 +89,7 @@ def test_resume_adds_only_the_remainder_and_reuses_the_parent(tmp_path: Path,
     assert "nothing to run" in out and f"| {LEARNER} |" in out
     assert len(trials(tmp_path, "resume")) == 4
     [parent] = runs(tmp_path, "resume", "parent")
-    assert len(MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_metric_history(
-        parent.info.run_id, "test_accuracy")) == tests_logged
+    assert len(tracking(tmp_path).get_metric_history(parent.info.run_id, "test_accuracy")) == tests_logged
 
 
 @pytest.mark.parametrize("sampler, pruner", [("gp", "hyperband"), ("random", "none")])
@@ -146,34 +99,12 @@ def test_other_samplers_and_pruners_complete_the_total(sampler: str, pruner: str
     assert counted(trials(tmp_path, sampler)) == 3
 
 
-def wait_for_running_trial(directory: Path, process: subprocess.Popen, timeout: float = 180) -> None:
-    """Until Optuna has a RUNNING trial and MLflow its RUNNING run (read straight from the databases)."""
-    query_optuna = "SELECT count(*) FROM trials WHERE state = 'RUNNING'"
-    query_mlflow = ("SELECT count(*) FROM runs r JOIN tags t ON r.run_uuid = t.run_uuid "
-                    "WHERE t.key = 'run_role' AND t.value = 'trial' AND r.status = 'RUNNING'")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate()
-        try:
-            with sqlite3.connect(directory / "optuna.db", timeout=5) as optuna_db, \
-                    sqlite3.connect(directory / "mlflow.db", timeout=5) as mlflow_db:
-                if optuna_db.execute(query_optuna).fetchone()[0] and mlflow_db.execute(query_mlflow).fetchone()[0]:
-                    return
-        except sqlite3.OperationalError:  # files or tables not created yet
-            pass
-        time.sleep(0.5)
-    raise AssertionError("no trial started in time")
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("stop, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_interrupt_fails_the_trial_kills_its_run_and_a_rerun_completes(stop: signal.Signals, exit_code: int,
                                                                        tmp_path: Path) -> None:
-    long_budget = {"iterations": 100_000, "val_interval": 10, "val_episodes": 4}
-    write_study(tmp_path, study_dict(name="stop", budget=long_budget))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen([sys.executable, "-m", "hpo.run", "study.yaml", "--no-progress"], cwd=tmp_path,
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    write_study(tmp_path, study_dict(name="stop", budget=LONG_BUDGET))
+    process = start_hpo(tmp_path)
     try:
         wait_for_running_trial(tmp_path, process)
         time.sleep(1.0)

@@ -9,32 +9,19 @@ import torch
 from learners.allocator import reuse_freed_memory
 from learners.base import Budget, TrainingData, fit, mean_ci95
 from learners.baseline import MetaBaseline, cosine_logits
-from learners.data import TaskSpec, load_dataset
+from learners.data import TaskSpec
 from learners.data.episodes import fixed_episodes
 from learners.experiment import RunConfig, train_and_test
 from learners.finetune import apply_heads, fit_linear_heads
 from learners.registry import build_learner
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 LEARNERS = ["protonet", "classifier_baseline", "meta_baseline", "finetune"]
 # Small pre-training batches keep the classifier learners as fast as the episodic ones.
 FAST_HPARAMS = {"protonet": {}, "classifier_baseline": {"batch_size": 32}, "meta_baseline": {"batch_size": 32},
                 "finetune": {"batch_size": 32}}
 SPEC = TaskSpec(ways=5, shots=5, queries=5)
 CHANCE = 1 / SPEC.ways
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Two busy cores: one thread per process avoids oversubscription (several times faster here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def synthetic():
-    return load_dataset("synthetic")
 
 
 @pytest.mark.parametrize("name", LEARNERS)

@@ -6,13 +6,12 @@ import torch
 
 from learners.backbones import with_pytorch_layers
 from learners.base import Budget, TrainingData, fit
-from learners.data import load_dataset
 from learners.data.episodes import EpisodeSampler, Episodes, ImageSplit, TaskSpec
 from learners.functional import classification_loss
 from learners.maml import MAML, MAMLHParams, per_task_meta_gradient
 from learners.registry import build_learner
 from learners.reptile import Reptile, ReptileHParams
-from tests.test_backbones import spread_batch_norm_affine
+from tests.helpers import spread_batch_norm_affine
 
 SMALL_SHAPE = (1, 16, 16)
 SPEC = TaskSpec(ways=5, shots=1, queries=3)
@@ -98,11 +97,6 @@ def test_reptile_with_one_full_batch_step_follows_the_mean_task_gradient() -> No
         for name, g in zip(params, torch.autograd.grad(loss, list(params.values()))):
             expected[name] += hparams.inner_lr * g / 3
     assert max_abs_difference({n: p.grad for n, p in params.items()}, expected) < 1e-5
-
-
-@pytest.fixture(scope="module")
-def synthetic():
-    return load_dataset("synthetic")
 
 
 def trained_learner(name: str, hparams: dict, synthetic, seed: int = 0, iterations: int = 30,

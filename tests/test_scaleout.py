@@ -21,66 +21,27 @@ from typing import Any, Iterator
 
 import optuna
 import pytest
-from mlflow import MlflowClient
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.storage import grid_points
-from hpo.run import main
-from tests.test_hpo_config import REPO, WRITTEN, study_dict, write_study
+from tests.helpers import (CONV4, LONG_BUDGET, SECONDS_BUDGET, assert_nothing_written, counted, finish, journal_trials,
+                           learner_study, load_trials, main_in, parent_run, start_hpo, study_dict, trial_runs,
+                           wait_for, write_study)
 
-LEARNER = "protonet"
 PASSWORD = "s3cret"
 TINY_BUDGET = {"iterations": 2, "val_interval": 2, "val_episodes": 4}
-LONG_BUDGET = {"iterations": 100_000, "val_interval": 10, "val_episodes": 4}
+JOURNAL = "journal:///optuna.journal"
+TWO_WORKERS = {"sampler": "random", "n_trials": 4, "workers": 2}
 # 6 x 5 = 30 grid points, more than the 24 trials asked for.
 GRID_SPACE = {"lr": {"type": "categorical", "choices": [0.001, 0.002, 0.003, 0.004, 0.005, 0.006]},
               "meta_batch": {"type": "int", "low": 1, "high": 5}}
 
 
 def grid_study(name: str, n_trials: int, space: dict[str, Any] = GRID_SPACE) -> dict[str, Any]:
-    return study_dict(name=name, learners={LEARNER: {"fixed": {"backbone": "conv4"}, "space": space}},
-                      search={"sampler": "grid", "pruner": "none", "n_trials": n_trials}, budget=TINY_BUDGET)
-
-
-def hpo_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "hpo.run", "study.yaml", "--no-progress", *args]
-
-
-def environment() -> dict[str, str]:
-    # One thread per process: the workers already share the cores.
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-
-
-def start_hpo(directory: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(hpo_command(*args), cwd=directory, env=environment(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-
-
-def run_hpo(directory: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(hpo_command(*args), cwd=directory, env=environment(), capture_output=True, text=True,
-                          timeout=400)
-
-
-def journal_trials(directory: Path, name: str) -> list[FrozenTrial]:
-    storage = optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(directory / "optuna.journal")))
-    return optuna.load_study(study_name=f"{name}/{LEARNER}", storage=storage).get_trials()
-
-
-def trial_runs(client: MlflowClient, name: str) -> dict[int, Run]:
-    experiment = client.get_experiment_by_name(name)
-    runs = client.search_runs([experiment.experiment_id], "tags.run_role = 'trial'", max_results=1000)
-    numbers = [int(r.data.tags["optuna_trial_number"]) for r in runs]
-    assert len(numbers) == len(set(numbers)), "a trial has two MLflow runs"
-    return dict(zip(numbers, runs))
-
-
-def parent_run(client: MlflowClient, name: str) -> Run:
-    experiment = client.get_experiment_by_name(name)
-    [parent] = client.search_runs([experiment.experiment_id], "tags.run_role = 'parent'")
-    return parent
+    return learner_study(space, CONV4, name=name, search={"sampler": "grid", "pruner": "none", "n_trials": n_trials},
+                         budget=TINY_BUDGET)
 
 
 def assert_workers_recorded(trials: list[FrozenTrial], runs: dict[int, Run], coordinator_pid: int,
@@ -111,12 +72,10 @@ def test_grid_points_follow_optunas_grid_order() -> None:
 def test_several_workers_on_sqlite_are_refused_before_anything_is_written(
         tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     write_study(tmp_path, study_dict(name="lite"))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(tmp_path)
-        assert main(["study.yaml", "--workers", "3"]) == 2
+    assert main_in(tmp_path, "study.yaml", "--workers", "3") == 2
     [line] = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: study.yaml: search.workers: 3 workers need a storage") and "journal:///" in line
-    assert not [name for name in WRITTEN if (tmp_path / name).exists()]
+    assert_nothing_written(tmp_path)
 
 
 # --------------------------------------------------------------------------- journal file, this machine
@@ -125,14 +84,13 @@ def test_several_workers_on_sqlite_are_refused_before_anything_is_written(
 def test_journal_workers_run_each_grid_point_once_and_stop_at_the_grid(tmp_path: Path) -> None:
     small_grid = {"lr": GRID_SPACE["lr"], "meta_batch": {"type": "int", "low": 1, "high": 2}}
     write_study(tmp_path, grid_study("journal", n_trials=20, space=small_grid))  # 12 points < 20
-    process = start_hpo(tmp_path, "--workers", "3", "--storage", "journal:///optuna.journal")
+    process = start_hpo(tmp_path, "--workers", "3", "--storage", JOURNAL)
     out, err = process.communicate(timeout=400)
     assert process.returncode == 0, err
     trials = journal_trials(tmp_path, "journal")
     assert finished_counts(trials) == {TrialState.COMPLETE: 12}
     assert len({tuple(sorted(t.params.items())) for t in trials}) == 12
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    runs = trial_runs(client, "journal")
+    runs = trial_runs(tmp_path, "journal")
     assert sorted(runs) == [t.number for t in trials] and {r.info.status for r in runs.values()} == {"FINISHED"}
     assert_workers_recorded(trials, runs, process.pid, workers=3)
     assert all(t.user_attrs["timing"]["trial_s"] > 0 for t in trials)
@@ -142,28 +100,24 @@ def wait_for_running_trials(directory: Path, name: str, process: subprocess.Pope
     """Until ``count`` trials run, each with its worker recorded and its MLflow run opened (a trial killed
     before its run opens leaves no run to close, which is right but not what these tests look at);
     returns those trials."""
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate()
+    def opened() -> list[FrozenTrial]:
         try:
             running = [t for t in journal_trials(directory, name)
                        if t.state == TrialState.RUNNING and "worker" in t.user_attrs]
-            if len(running) >= count:
-                runs = trial_runs(MlflowClient(f"sqlite:///{directory}/mlflow.db"), name)
-                opened = [t for t in running if t.number in runs]
-                if len(opened) >= count:
-                    return opened
+            if len(running) < count:
+                return []
+            runs = trial_runs(directory, name)
         except (KeyError, FileNotFoundError, AttributeError, MlflowException):  # study or experiment not yet made
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"{count} trials did not start in time")
+            return []
+        with_runs = [t for t in running if t.number in runs]
+        return with_runs if len(with_runs) >= count else []
+
+    return wait_for(opened, process, 240, f"{count} trials did not start in time")
 
 
 @pytest.mark.slow
 def test_ctrl_c_stops_every_worker_cleanly_and_a_rerun_reaches_the_total(tmp_path: Path) -> None:
-    write_study(tmp_path, study_dict(name="stop", budget=LONG_BUDGET, search={"sampler": "random", "n_trials": 4,
-                                                                              "workers": 2},
-                                     storage="journal:///optuna.journal"))
+    write_study(tmp_path, study_dict(name="stop", budget=LONG_BUDGET, search=TWO_WORKERS, storage=JOURNAL))
     process = start_hpo(tmp_path)
     try:
         wait_for_running_trials(tmp_path, "stop", process, count=2)
@@ -181,27 +135,23 @@ def test_ctrl_c_stops_every_worker_cleanly_and_a_rerun_reaches_the_total(tmp_pat
     queued = [t for t in trials if t.state == TrialState.WAITING]
     assert len(stopped) == 2 and finished_counts(trials)[TrialState.RUNNING] == 0
     assert sorted(str(t.params) for t in queued) == sorted(str(t.params) for t in stopped)
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    runs = trial_runs(client, "stop")
+    runs = trial_runs(tmp_path, "stop")
     assert {runs[t.number].info.status for t in stopped} == {"KILLED"}
-    assert parent_run(client, "stop").info.status == "KILLED"
+    assert parent_run(tmp_path, "stop").info.status == "KILLED"
 
-    write_study(tmp_path, study_dict(name="stop", search={"sampler": "random", "n_trials": 4, "workers": 2},
-                                     storage="journal:///optuna.journal"))
-    rerun = run_hpo(tmp_path)
-    assert rerun.returncode == 0, rerun.stderr
+    write_study(tmp_path, study_dict(name="stop", search=TWO_WORKERS, storage=JOURNAL))
+    code, err = finish(start_hpo(tmp_path), timeout=400)
+    assert code == 0, err
     after = finished_counts(journal_trials(tmp_path, "stop"))
     assert after[TrialState.COMPLETE] + after[TrialState.PRUNED] == 4 and not after[TrialState.WAITING]
-    assert parent_run(client, "stop").info.status == "FINISHED"
+    assert parent_run(tmp_path, "stop").info.status == "FINISHED"
 
 
 @pytest.mark.slow
 def test_a_killed_journal_worker_loses_only_its_trial_which_runs_again(tmp_path: Path) -> None:
-    # About 3 s per trial on one core: time to find a running trial and kill its worker.
-    budget = {"iterations": 40, "val_interval": 10, "val_episodes": 4}
-    write_study(tmp_path, study_dict(name="killed", budget=budget, search={"sampler": "random", "n_trials": 4,
-                                                                           "pruner": "none", "workers": 2},
-                                     storage="journal:///optuna.journal"))
+    # About 3 s per trial (SECONDS_BUDGET): time to find a running trial and kill its worker.
+    write_study(tmp_path, study_dict(name="killed", budget=SECONDS_BUDGET, search={**TWO_WORKERS, "pruner": "none"},
+                                     storage=JOURNAL))
     process = start_hpo(tmp_path)
     try:
         victim = wait_for_running_trials(tmp_path, "killed", process, count=1)[0]
@@ -217,7 +167,7 @@ def test_a_killed_journal_worker_loses_only_its_trial_which_runs_again(tmp_path:
     [retry] = [t for t in trials.values() if t.system_attrs.get("failed_trial") == victim.number]
     assert retry.state == TrialState.COMPLETE and retry.params == victim.params
     assert finished_counts(list(trials.values())) == {TrialState.COMPLETE: 4, TrialState.FAIL: 1}
-    runs = trial_runs(MlflowClient(f"sqlite:///{tmp_path}/mlflow.db"), "killed")
+    runs = trial_runs(tmp_path, "killed")
     assert runs[victim.number].info.status == "KILLED"
 
 
@@ -268,15 +218,11 @@ def postgres_run(postgres_url: str, tmp_path_factory: pytest.TempPathFactory
     return directory, process, out, err
 
 
-def postgres_trials(url: str) -> list[FrozenTrial]:
-    return optuna.load_study(study_name=f"pg/{LEARNER}", storage=url).get_trials()
-
-
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_four_postgres_workers_run_exactly_the_total_of_distinct_grid_points(
         postgres_run: tuple[Path, subprocess.Popen, str, str], postgres_url: str) -> None:
-    trials = postgres_trials(postgres_url)
+    trials = load_trials("pg", postgres_url)
     assert len(trials) == 24 and finished_counts(trials) == {TrialState.COMPLETE: 24}
     points = [tuple(sorted(t.params.items())) for t in trials]
     assert len(set(points)) == 24
@@ -287,8 +233,7 @@ def test_four_postgres_workers_run_exactly_the_total_of_distinct_grid_points(
 def test_every_postgres_trial_has_its_mlflow_run_and_worker(postgres_run: tuple[Path, subprocess.Popen, str, str],
                                                             postgres_url: str) -> None:
     directory, process, _, _ = postgres_run
-    client = MlflowClient(f"sqlite:///{directory}/mlflow.db")
-    trials, runs, parent = postgres_trials(postgres_url), trial_runs(client, "pg"), parent_run(client, "pg")
+    trials, runs, parent = load_trials("pg", postgres_url), trial_runs(directory, "pg"), parent_run(directory, "pg")
     assert sorted(runs) == sorted(t.number for t in trials)
     for trial in trials:
         run = runs[trial.number]
@@ -308,7 +253,7 @@ def test_the_storage_password_appears_nowhere(postgres_run: tuple[Path, subproce
     written = [path for path in directory.rglob("*") if path.is_file()]
     assert any(path.name == "config.json" for path in written)
     assert not [path for path in written if PASSWORD.encode() in path.read_bytes()]
-    for trial in postgres_trials(postgres_url):
+    for trial in load_trials("pg", postgres_url):
         assert PASSWORD not in repr((trial.user_attrs, trial.system_attrs))
 
 
@@ -354,17 +299,16 @@ def test_two_workers_track_into_a_real_mlflow_server(mlflow_server: tuple[str, P
     url, artifacts = mlflow_server
     write_study(tmp_path, study_dict(name="served", search={"sampler": "random", "n_trials": 6},
                                      budget={"iterations": 20, "val_interval": 10, "val_episodes": 4}))
-    process = start_hpo(tmp_path, "--workers", "2", "--storage", "journal:///optuna.journal", "--tracking-uri", url)
+    process = start_hpo(tmp_path, "--workers", "2", "--storage", JOURNAL, "--tracking-uri", url)
     _, err = process.communicate(timeout=400)
     assert process.returncode == 0, err
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
 
-    client = MlflowClient(url)
-    trials, runs = journal_trials(tmp_path, "served"), trial_runs(client, "served")
-    assert finished_counts(trials)[TrialState.COMPLETE] + finished_counts(trials)[TrialState.PRUNED] == 6
+    trials, runs = journal_trials(tmp_path, "served"), trial_runs(url, "served")
+    assert counted(trials) == 6
     assert sorted(runs) == [t.number for t in trials]
     assert {r.info.status for r in runs.values()} <= {"FINISHED", "KILLED"}
     assert_workers_recorded(trials, runs, process.pid, workers=2)
-    assert parent_run(client, "served").info.status == "FINISHED"
+    assert parent_run(url, "served").info.status == "FINISHED"
     # Artifacts went through the server into its artifact store.
     assert any(path.name == "config.json" for path in artifacts.rglob("*"))

@@ -10,8 +10,7 @@ import pytest
 
 from learners.experiment import default_root
 from learners.train import main, parse_overrides, parse_value
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO, assert_one_error_line
 TINY = ["--dataset", "synthetic", "--ways", "3", "--shots", "1", "--queries", "2", "--iterations", "3",
         "--val-interval", "2", "--val-episodes", "4", "--test-episodes", "8", "--device", "cpu"]
 
@@ -61,7 +60,7 @@ def test_bad_input_exits_2_with_one_line(capsys, args, message):
     assert main(defaults + args) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert captured.err.startswith("error: ") and captured.err.count("\n") == 1
+    assert_one_error_line(captured.err)
     assert message in captured.err
 
 
