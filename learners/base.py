@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Callable, ClassVar
 
 import torch
@@ -17,7 +17,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from learners.backbones import build_backbone
-from learners.data.episodes import (EpisodeSampler, Episodes, ImageSplit, LabelledBatches, TaskSpec,
+from learners.data.episodes import (DataError, EpisodeSampler, Episodes, ImageSplit, LabelledBatches, TaskSpec,
                                     fixed_episodes)
 
 
@@ -39,6 +39,10 @@ class HParams:
     gamma: float = 0.5
 
     def __post_init__(self) -> None:
+        for field in fields(self):  # NaN passes every comparison below, and inf is never meant
+            value = getattr(self, field.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{field.name} must be a finite number, got {value}")
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got '{self.optimizer}'")
         self.milestones = tuple(float(m) for m in self.milestones)
@@ -46,6 +50,34 @@ class HParams:
             raise ValueError(f"milestones must be fractions strictly between 0 and 1, got {list(self.milestones)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be at least 0, got {self.weight_decay}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.gamma <= 0:
+            raise ValueError(f"gamma must be positive, got {self.gamma}")
+
+    #: The hyperparameters that change the shape of the training episodes (see :meth:`training_shape`).
+    TRAINING_SHAPE_FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    def training_shape(self, spec: TaskSpec) -> TaskSpec | None:
+        """The shape of the episodes the learner trains on, for test episodes of shape ``spec``; ``None`` for
+        a learner that trains on labelled batches only."""
+        return spec
+
+    def check_training_shape(self, spec: TaskSpec, train: ImageSplit) -> None:
+        """Raise :class:`~learners.data.DataError` naming the hyperparameters when the training split cannot
+        form :meth:`training_shape` (found before training, not when the first step samples it)."""
+        shape = self.training_shape(spec)
+        if shape is None:
+            return
+        try:
+            train.check_spec(shape)
+        except DataError as e:
+            given = ", ".join(f"{name}={getattr(self, name)}" for name in self.TRAINING_SHAPE_FIELDS
+                              if getattr(self, name) is not None)
+            raise DataError(f"training episodes {shape.ways}-way {shape.shots}-shot {shape.queries}-query"
+                            f"{f' ({given})' if given else ''}: {e}") from None
 
     def require_at_least_one(self, *names: str) -> None:
         """Raise for any of these integer fields below 1 (``None``, where a field allows it, passes)."""
@@ -53,6 +85,16 @@ class HParams:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
+
+
+# Seeds that NumPy's RandomState (Optuna's samplers, the grid order) and torch accept alike.
+SEED_LIMIT = 2**32
+
+
+def milestone_steps(milestones: tuple[float, ...], iterations: int) -> list[int]:
+    """The iterations at which the learning rate drops: fractions of the budget, rounded (fractions that round
+    to the same iteration drop it once)."""
+    return sorted({max(1, round(m * iterations)) for m in milestones})
 
 
 def evaluation_seed(seed: int, split: str) -> int:
@@ -225,7 +267,7 @@ def fit(learner: Learner, train: TrainingData, val: ImageSplit | None, budget: B
         TrainingDiverged: the loss became NaN or infinite.
     """
     optimizer = learner.make_optimizer()
-    milestones = sorted({max(1, round(m * budget.iterations)) for m in learner.hparams.milestones})
+    milestones = milestone_steps(learner.hparams.milestones, budget.iterations)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=learner.hparams.gamma)
     history: list[ValidationPoint] = []
     losses: list[float] = []

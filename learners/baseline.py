@@ -27,6 +27,9 @@ class ClassifierBaselineHParams(HParams):
         super().__post_init__()
         self.require_at_least_one("batch_size")
 
+    def training_shape(self, spec: TaskSpec) -> TaskSpec | None:
+        return None  # labelled batches, drawn with replacement: any batch_size can be formed
+
 
 def cosine_logits(support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor,
                   ways: int) -> torch.Tensor:
@@ -85,6 +88,9 @@ class MetaBaselineHParams(ClassifierBaselineHParams):
         if self.init_temperature <= 0:
             raise ValueError(f"init_temperature must be positive, got {self.init_temperature}")
         self.require_at_least_one("meta_batch")
+
+    def training_shape(self, spec: TaskSpec) -> TaskSpec:
+        return spec  # the episodic stage
 
 
 class MetaBaseline(ClassifierBaseline):

@@ -15,10 +15,10 @@ from typing import Any
 
 import torch
 
-from learners.base import (Budget, Learner, TrainingData, ValidationCallback, ValidationPoint, evaluation_seed, fit,
+from learners.base import (SEED_LIMIT, Budget, Learner, TrainingData, ValidationCallback, ValidationPoint, evaluation_seed, fit,
                            mean_ci95)
-from learners.data import DataError, DatasetSplits, TaskSpec, load_dataset
-from learners.registry import build_learner
+from learners.data import DataError, DatasetSplits, TaskSpec, default_split, load_dataset
+from learners.registry import build_learner, learner_class
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class RunConfig:
 
     learner: str
     dataset: str = "omniglot"
-    split: str = "vinyals"
+    split: str | None = None        # None: the dataset's default (vinyals for Omniglot)
     root: str | None = None          # None: default_root(dataset)
     ways: int = 5
     shots: int = 1
@@ -44,6 +44,10 @@ class RunConfig:
         for name in ("iterations", "val_interval", "val_episodes", "test_episodes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.split is None:
+            object.__setattr__(self, "split", default_split(self.dataset))
+        if not 0 <= self.seed < SEED_LIMIT:
+            raise ValueError(f"seed must be between 0 and {SEED_LIMIT - 1}, got {self.seed}")
         if self.root is not None and not Path(self.root).exists():
             raise DataError(f"data root '{self.root}' does not exist")
 
@@ -128,7 +132,14 @@ class TrainingSetup:
         device = resolve_device(config.device)
         data = data if data is not None else load_dataset(config.dataset, config.data_root, config.split)
         data.check_spec(config.spec)
-        return cls(config.learner, data, config.spec, config.budget, config.seed, device)
+        setup = cls(config.learner, data, config.spec, config.budget, config.seed, device)
+        setup.check_training_shape(config.hparams)
+        return setup
+
+    def check_training_shape(self, hparams: dict[str, Any]) -> None:
+        """Raise :class:`~learners.data.DataError` naming the hyperparameters (``train_ways``, ...) whose training
+        episodes the training split cannot form."""
+        learner_class(self.learner).HParams(**hparams).check_training_shape(self.spec, self.data.train)
 
     def build(self, hparams: dict[str, Any]) -> Learner:
         """The learner, initialised from the setup's seed."""

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from learners.base import TrainingData
-from learners.data.episodes import Episodes
+from learners.data.episodes import Episodes, TaskSpec
 from learners.functional import FineTuningHParams, FineTuningLearner, Params, classification_loss
 
 
@@ -27,9 +27,14 @@ class MAMLHParams(FineTuningHParams):
     # for a 5-shot test makes each inner loop five times cheaper.
     train_shots: int | None = None
 
+    TRAINING_SHAPE_FIELDS = ("train_shots", "train_queries")
+
     def __post_init__(self) -> None:
         super().__post_init__()
         self.require_at_least_one("train_queries", "train_shots")
+
+    def training_shape(self, spec: TaskSpec) -> TaskSpec:
+        return TaskSpec(spec.ways, self.train_shots or spec.shots, self.train_queries or spec.queries)
 
 
 class MAML(FineTuningLearner):
@@ -59,7 +64,8 @@ class MAML(FineTuningLearner):
 
     def train_step(self, data: TrainingData, step: int, total_steps: int) -> float:
         h = self.hparams
-        episodes = data.episodes(h.meta_batch, queries=h.train_queries, shots=h.train_shots)
+        shape = h.training_shape(self.spec)
+        episodes = data.episodes(h.meta_batch, queries=shape.queries, shots=shape.shots)
         loss = self.meta_loss(episodes, h.inner_steps, h.first_order)
         loss.backward()
         return loss.item()

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from learners.base import HParams, Learner, TrainingData
-from learners.data.episodes import Episodes
+from learners.data.episodes import Episodes, TaskSpec
 
 
 @dataclass
@@ -16,9 +16,14 @@ class ProtoNetHParams(HParams):
     train_ways: int | None = None  # train on more ways than tested (Snell et al. used 60); None = test ways
     train_queries: int | None = None  # query images per class in training episodes; None = as evaluated
 
+    TRAINING_SHAPE_FIELDS = ("train_ways", "train_queries")
+
     def __post_init__(self) -> None:
         super().__post_init__()
         self.require_at_least_one("meta_batch", "train_ways", "train_queries")
+
+    def training_shape(self, spec: TaskSpec) -> TaskSpec:
+        return TaskSpec(self.train_ways or spec.ways, spec.shots, self.train_queries or spec.queries)
 
 
 def class_means(support: torch.Tensor, support_labels: torch.Tensor, ways: int) -> torch.Tensor:
@@ -53,9 +58,9 @@ class ProtoNet(Learner):
         return prototype_logits(support, episodes.support_labels, query, ways)
 
     def train_step(self, data: TrainingData, step: int, total_steps: int) -> float:
-        ways = self.hparams.train_ways or self.spec.ways
-        episodes = data.episodes(self.hparams.meta_batch, ways, self.hparams.train_queries)
-        logits = self.logits(episodes, ways)
+        shape = self.hparams.training_shape(self.spec)
+        episodes = data.episodes(self.hparams.meta_batch, shape.ways, shape.queries)
+        logits = self.logits(episodes, shape.ways)
         loss = F.cross_entropy(logits.flatten(0, 1), episodes.query_labels.flatten())
         loss.backward()
         return loss.item()

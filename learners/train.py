@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fewshot-train", description="Train one few-shot learner and score it on test episodes.")
     parser.add_argument("--learner", required=True, choices=sorted(LEARNERS))
     parser.add_argument("--dataset", default=defaults.dataset, choices=sorted(DATASETS))
-    parser.add_argument("--split", default=defaults.split, help="class split of the dataset (default: %(default)s)")
+    parser.add_argument("--split", help="class split of the dataset (default: vinyals for omniglot, else default)")
     parser.add_argument("--root", help="data folder (default: ../shared/data/<dataset> if present, else ./data/<dataset>)")
     parser.add_argument("--ways", type=int, default=defaults.ways)
     parser.add_argument("--shots", type=int, default=defaults.shots)

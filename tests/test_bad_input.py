@@ -6,7 +6,10 @@ storage, no MLflow database, no ``mlruns``.
 """
 from __future__ import annotations
 
+import http.server
+import socketserver
 import subprocess
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
@@ -17,8 +20,8 @@ import yaml
 from tests.helpers import (BASE_STUDY, LR, assert_one_error_line, environment, hpo_command, learner_study, main_in,
                            study_dict, study_with)
 
-# The contents of one file: a YAML mapping, raw text, or None for a folder.
-Content = Union[dict[str, Any], str, None]
+# The contents of one file: a YAML mapping, raw text, raw bytes, or None for a folder.
+Content = Union[dict[str, Any], str, bytes, None]
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,18 @@ def cli(*options: str) -> tuple[str, ...]:
 
 SPACE = "learners.protonet.space"
 FIXED = "learners.protonet.fixed"
+BASE_YAML = yaml.safe_dump(BASE_STUDY, sort_keys=False)
+INF, NAN = float("inf"), float("nan")
+
+
+def categorical(*choices: Any) -> dict[str, Any]:
+    return {"type": "categorical", "choices": list(choices)}
+
+
+def int_range(low: int, high: int, **options: Any) -> dict[str, Any]:
+    return {"type": "int", "low": low, "high": high, **options}
+
+
 CASES: dict[str, Case] = {
     # ---- the file itself
     "malformed YAML": Case("error: study.yaml: line 3, column 8: invalid YAML",
@@ -171,12 +186,134 @@ CASES: dict[str, Case] = {
     "unreachable tracking server": Case("study.yaml: tracking_uri: MLflow server http://u:***@127.0.0.1:1 does not",
                                         args=cli("--tracking-uri", "http://u:pw@127.0.0.1:1")),
     "mlruns is a file": Case("study.yaml: tracking_uri: MLflow keeps artifacts in ", files={"mlruns": "a file"}),
+    # ---- files that are not UTF-8 text, keys given twice
+    "binary study file": Case("error: study.yaml: not UTF-8 text (byte 0x89 at offset 0)",
+                              b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"),
+    "UTF-16 study file": Case("error: study.yaml: not UTF-8 text", BASE_YAML.encode("utf-16")),
+    "NUL byte": Case("error: study.yaml: not a text file (a NUL byte at offset 7)", "name: t\0\n" + BASE_YAML[8:]),
+    "top-level key twice": Case("error: study.yaml: line 28, column 1: invalid YAML: found duplicate key 'seed'",
+                                BASE_YAML + "seed: 1\n"),
+    "nested key twice": Case("invalid YAML: found duplicate key 'ways'",
+                             BASE_YAML.replace("  ways: 5\n", "  ways: 5\n  ways: 3\n")),
+    # ---- numbers that are not finite
+    "infinite high": Case(f"error: study.yaml: {SPACE}.lr.high: Input should be a finite number",
+                          learner_study({"lr": {**LR, "high": INF}})),
+    "NaN low": Case(f"{SPACE}.lr.low: Input should be a finite number", learner_study({"lr": {**LR, "low": NAN}})),
+    "NaN step": Case(f"{SPACE}.lr.step: Input should be a finite number",
+                     learner_study({"lr": {**LR, "step": NAN}})),
+    "NaN lr in fixed": Case(f"error: study.yaml: {FIXED}.lr: lr must be a finite number",
+                            learner_study({"meta_batch": int_range(1, 2)}, fixed={"lr": NAN})),
+    "'nan' text for lr in fixed": Case(f"{FIXED}.lr: lr must be a finite number",
+                                       learner_study({"meta_batch": int_range(1, 2)}, fixed={"lr": "nan"})),
+    "infinite weight decay in fixed": Case(f"{FIXED}.weight_decay: weight_decay must be a finite number",
+                                           learner_study({"lr": LR}, fixed={"weight_decay": INF})),
+    "NaN among the choices": Case(f"error: study.yaml: {SPACE}.lr.choices[1]: lr must be a finite number",
+                                  learner_study({"lr": categorical(0.001, NAN)})),
+    "infinite timeout": Case("error: study.yaml: search.timeout: Input should be a finite number",
+                             study_with("search", timeout=INF)),
+    "NaN milestone in fixed": Case(f"{FIXED}.milestones: milestones must be fractions",
+                                   learner_study({"lr": LR}, fixed={"milestones": [NAN]})),
+    # ---- seeds the samplers refuse
+    "negative seed": Case("error: study.yaml: seed: Input should be greater than or equal to 0", study_dict(seed=-1)),
+    "seed of 2**32": Case("error: study.yaml: seed: Input should be less than 4294967296", study_dict(seed=2**32)),
+    # ---- hyperparameters that can never train
+    "negative weight decay": Case(f"error: study.yaml: {FIXED}.weight_decay: weight_decay must be at least 0",
+                                  learner_study({"lr": LR}, fixed={"weight_decay": -0.1})),
+    "momentum of 1": Case(f"{FIXED}.momentum: momentum must be in [0, 1)",
+                          learner_study({"lr": LR}, fixed={"optimizer": "sgd", "momentum": 1.0})),
+    "momentum range below 0": Case(f"error: study.yaml: {SPACE}.momentum: momentum must be in [0, 1)",
+                                   learner_study({"momentum": {"type": "float", "low": -0.5, "high": 0.5}})),
+    "gamma of 0": Case(f"{FIXED}.gamma: gamma must be positive", learner_study({"lr": LR}, fixed={"gamma": 0.0})),
+    # ---- training episodes the training split cannot form (64 synthetic classes of 20 images)
+    "train_ways above the classes, fixed": Case(
+        f"error: study.yaml: {FIXED}: training episodes 100-way 1-shot 5-query (train_ways=100): ways=100 is more "
+        f"than the 64 classes of the 'train' split", learner_study({"lr": LR}, fixed={"train_ways": 100})),
+    "train_ways above the classes, a choice": Case(f"error: study.yaml: {SPACE}.train_ways.choices[1]: training",
+                                                   learner_study({"train_ways": categorical(20, 65)})),
+    "train_ways above the classes, a range": Case(f"error: study.yaml: {SPACE}.train_ways: training episodes 80-way",
+                                                  learner_study({"train_ways": int_range(5, 80)})),
+    "train_queries above the images": Case(f"{FIXED}: training episodes 5-way 1-shot 30-query (train_queries=30): "
+                                           f"shots+queries=31 is more than the 20 images",
+                                           learner_study({"lr": LR}, fixed={"train_queries": 30})),
+    "MAML train_shots + train_queries above the images": Case(
+        "error: study.yaml: learners.maml.fixed: training episodes 5-way 10-shot 15-query (train_shots=10, "
+        "train_queries=15)", study_dict(learners={"maml": {"fixed": {"train_shots": 10, "train_queries": 15},
+                                                           "space": {"lr": LR}}})),
+    # ---- names MLflow or Optuna cannot store
+    "study name over MLflow's limit": Case("error: study.yaml: name: String should have at most 490 characters",
+                                           study_dict(name="n" * 491)),
+    "param value over MLflow's limit": Case(f"error: study.yaml: {FIXED}.milestones: longer than the 6000",
+                                            learner_study({"lr": LR}, fixed={"milestones": [0.5] * 1300})),
+    # ---- accepted silently before: they cannot mean what was written
+    "int step larger than the range": Case(f"{SPACE}.meta_batch: high - low = 2 is not a multiple of step = 5",
+                                           learner_study({"meta_batch": int_range(1, 3, step=5)})),
+    "int step not dividing the range": Case(f"{SPACE}.meta_batch: high - low = 3 is not a multiple of step = 2",
+                                            learner_study({"meta_batch": int_range(1, 4, step=2)})),
+    "a choice twice": Case(f"error: study.yaml: {SPACE}.lr.choices[2]: 0.001 is given twice",
+                           learner_study({"lr": categorical(0.001, 0.01, 0.001)})),
+    "a choice twice once coerced": Case(f"{SPACE}.lr.choices[1]: 0.001 is given twice",
+                                        learner_study({"lr": categorical(0.001, "1e-3")})),
+    "milestone range too narrow": Case(f"error: study.yaml: {SPACE}.milestones.count: 2 milestones cannot fall on "
+                                       f"distinct iterations", learner_study(
+                                           {"milestones": {"type": "milestones", "count": 2, "low": 0.5,
+                                                           "high": 0.55}})),
+    "fixed milestones on one iteration": Case(f"{FIXED}.milestones: milestones [0.5, 0.55] fall on the same "
+                                              f"iteration of budget.iterations = 4",
+                                              learner_study({"lr": LR}, fixed={"milestones": [0.5, 0.55]})),
+    "milestone choices on one iteration": Case(f"error: study.yaml: {SPACE}.milestones.choices[1]: milestones",
+                                               learner_study({"milestones": {"type": "milestones",
+                                                                             "choices": [[0.5], [0.3, 0.35]]}})),
+    "one-way episodes": Case("error: study.yaml: dataset: ways=1: an episode of one class has nothing to classify",
+                             study_with("dataset", ways=1)),
+    "--learners ''": Case("error: study.yaml: --learners: no learner named", args=cli("--learners", "")),
+    "--learners ',,'": Case("error: study.yaml: --learners: no learner named", args=cli("--learners", ",,")),
+    "--learners twice the same": Case("--learners: 'protonet' is named twice",
+                                      args=cli("--learners", "protonet,protonet")),
+    "--workers far above the cores": Case("error: study.yaml: search.workers: 1000 workers on ",
+                                          args=cli("--workers", "1000", "--storage", "journal:///j.journal")),
+    # ---- more shapes and types
+    "zero test episodes": Case("error: study.yaml: test.episodes: Input should be greater than 0",
+                               study_dict(test={"episodes": 0})),
+    "zero validation episodes": Case("budget.val_episodes: Input should be greater than 0",
+                                     study_with("budget", val_episodes=0)),
+    "zero heartbeat interval": Case("search.heartbeat_interval: Input should be greater than 0",
+                                    study_with("search", heartbeat_interval=0)),
+    "hyperband reduction factor of 1": Case(
+        "error: study.yaml: search.pruner.reduction_factor: Input should be greater than or equal to 2",
+        study_with("search", pruner={"type": "hyperband", "reduction_factor": 1})),
+    "float workers": Case("search.workers: Input should be a valid integer", study_with("search", workers=1.5)),
+    "storage not a string": Case("error: study.yaml: storage: Input should be a valid string", study_dict(storage=5)),
+    "empty study name": Case("study.yaml: name: String should match pattern", study_dict(name="")),
+    "space entry not a mapping": Case(f"error: study.yaml: {SPACE}.lr: ", learner_study({"lr": 0.01})),
+    "fixed not a mapping": Case(f"error: study.yaml: {FIXED}: Input should be a valid dictionary",
+                                learner_study({"lr": LR}, fixed=[1, 2])),
+    "a number for a backbone": Case(f"error: study.yaml: {SPACE}.backbone.choices[0]: expected str, got 1",
+                                    learner_study({"backbone": categorical(1, "conv4")})),
+    "zero milestone count": Case(f"{SPACE}.milestones.count: Input should be greater than 0", learner_study(
+        {"milestones": {"type": "milestones", "count": 0, "low": 0.2, "high": 0.8}})),
+    "data root is a file": Case("error: study.yaml: dataset.root: no such directory",
+                                study_with("dataset", root="data.txt"), files={"data.txt": "not data"}),
+    # ---- storages that are not what they claim
+    "journal file is a folder": Case("error: study.yaml: storage: the journal file is a folder",
+                                     args=cli("--storage", "journal:///j"), files={"j": None}),
+    "journal in a missing folder": Case("study.yaml: storage: the folder of the journal file does not exist",
+                                        args=cli("--storage", "journal:///no/such/j.journal")),
+    "journal file that is no journal": Case("error: study.yaml: storage: not an Optuna journal file",
+                                            args=cli("--storage", "journal:///j.journal"),
+                                            files={"j.journal": "# my notes\n"}),
+    "SQLite file that is no database": Case("error: study.yaml: storage: not a SQLite database",
+                                            args=cli("--storage", "sqlite:///notes.db"), files={"notes.db": "notes"}),
+    "tracking SQLite file that is no database": Case(
+        "error: study.yaml: tracking_uri: not a SQLite database",
+        args=cli("--tracking-uri", "sqlite:///notes.db"), files={"notes.db": "notes"}),
 }
 
 
 def write(path: Path, content: Content) -> None:
     if content is None:
         path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
     else:
         path.write_text(content if isinstance(content, str) else yaml.safe_dump(content, sort_keys=False))
 
@@ -225,5 +362,57 @@ def test_bad_input_in_a_real_process_prints_no_traceback(name: str, tmp_path: Pa
     assert listing(tmp_path) == before
 
 
+class _Answer(http.server.BaseHTTPRequestHandler):
+    """Answers every GET with ``status`` and ``body``: a service that is not MLflow."""
+
+    status, body = 200, b"OK"
+
+    def do_GET(self) -> None:
+        self.send_response(self.status)
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args: Any) -> None:  # quiet
+        pass
+
+
+class _NotFound(_Answer):
+    status, body = 404, b"<html>not found</html>"
+
+
+class _Banner(socketserver.BaseRequestHandler):
+    """Speaks another protocol: a banner line, then hangs up."""
+
+    def handle(self) -> None:
+        self.request.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+
+
+SERVERS = {"answers OK to everything": (http.server.ThreadingHTTPServer, _Answer,
+                                        "tracking_uri: http://127.0.0.1:{port} is not an MLflow server"),
+           "answers 404 to everything": (http.server.ThreadingHTTPServer, _NotFound,
+                                         "tracking_uri: http://127.0.0.1:{port} is not an MLflow server (its API "
+                                         "answered HTTP 404)"),
+           "speaks another protocol": (socketserver.ThreadingTCPServer, _Banner,
+                                       "tracking_uri: http://127.0.0.1:{port} is not an MLflow server")}
+
+
+@pytest.mark.parametrize("name", list(SERVERS))
+def test_a_tracking_server_that_is_not_mlflow_is_bad_input(name: str, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    server_class, handler, expected = SERVERS[name]
+    with server_class(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        port = server.server_address[1]
+        case = Case(f"error: study.yaml: {expected.format(port=port)}",
+                    args=cli("--tracking-uri", f"http://127.0.0.1:{port}"))
+        argv = prepare(case, tmp_path)
+        before = listing(tmp_path)
+        code = main_in(tmp_path, *argv)
+        server.shutdown()
+    out, err = capsys.readouterr()
+    check_one_line(case, code, out, err)
+    assert listing(tmp_path) == before
+
+
 def test_the_table_covers_enough_distinct_cases() -> None:
-    assert len(CASES) >= 25 and len({(c.expected, str(c.study), c.args) for c in CASES.values()}) == len(CASES)
+    assert len(CASES) >= 100 and len({(c.expected, str(c.study), c.args) for c in CASES.values()}) == len(CASES)

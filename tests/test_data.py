@@ -136,6 +136,19 @@ def test_omniglot_download_uses_torchvision(tmp_path: Path, monkeypatch: pytest.
         omniglot._find_source(tmp_path, "images_background", download=True)
 
 
+def test_a_failed_download_leaves_no_folder_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torchvision.datasets
+
+    def cut_off(root: str, background: bool, download: bool) -> None:
+        (Path(root) / "omniglot-py").mkdir()  # as torchvision does before it fetches anything
+        raise RuntimeError("connection reset")
+
+    monkeypatch.setattr(torchvision.datasets, "Omniglot", cut_off)
+    with pytest.raises(DataError, match="could not download omniglot"):
+        omniglot._find_source(tmp_path, "images_background", download=True)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_omniglot_unknown_split(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="unknown omniglot split 'ravi'"):
         load_dataset("omniglot", root=tmp_path, split="ravi", cache_dir=tmp_path)

@@ -54,14 +54,32 @@ def test_module_prints_exactly_one_json_object_on_stdout():
     (["--learner", "protonet", "--set", "lr=-1"], "lr must be positive"),
     (["--learner", "protonet", "--set", "lr"], "--set expects key=value"),
     (["--learner", "protonet", "--root", "/no/such/folder"], "data root '/no/such/folder' does not exist"),
+    (["--learner", "protonet", "--seed", str(10**25)], "seed must be between 0 and 4294967295, got 1000"),
+    (["--learner", "protonet", "--seed", "-1"], "seed must be between 0 and 4294967295, got -1"),
+    (["--learner", "protonet", "--ways", "1"], "ways=1: an episode of one class has nothing to classify"),
+    (["--learner", "protonet", "--set", "train_ways=100"], "training episodes 100-way 1-shot 15-query "
+                                                           "(train_ways=100): ways=100 is more than the 64 classes"),
+    (["--learner", "protonet", "--set", "train_queries=30"], "(train_queries=30): shots+queries=31 is more than"),
+    (["--learner", "maml", "--set", "train_shots=10"], "(train_shots=10): shots+queries=25 is more than the 20"),
+    (["--learner", "protonet", "--set", "lr=nan"], "lr must be a finite number, got nan"),
+    (["--learner", "protonet", "--set", "lr=inf"], "lr must be a finite number, got inf"),
+    (["--learner", "protonet", "--set", "momentum=1.5"], "momentum must be in [0, 1), got 1.5"),
+    (["--learner", "protonet", "--set", "weight_decay=-1"], "weight_decay must be at least 0, got -1.0"),
+    (["--learner", "protonet", "--set", "gamma=0"], "gamma must be positive"),
+    (["--learner", "protonet", "--set", "milestones=0.5,1.5"], "milestones must be fractions"),
+    (["--learner", "protonet", "--set", "train_ways=many"], "--set train_ways: expected int | None, got 'many'"),
+    (["--learner", "protonet", "--set", "optimizer=adamw"], "optimizer must be 'adam' or 'sgd'"),
+    (["--learner", "protonet", "--dataset", "miniimagenet"], "no miniimagenet data in"),  # not "split 'vinyals'"
 ])
-def test_bad_input_exits_2_with_one_line(capsys, args, message):
+def test_bad_input_exits_2_with_one_line(capsys, tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)  # where any file it wrote would land
     defaults = ["--dataset", "synthetic", "--iterations", "1", "--device", "cpu"]
     assert main(defaults + args) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
     assert_one_error_line(captured.err)
-    assert message in captured.err
+    assert message in captured.err and "vinyals" not in captured.err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_hyperparameter_values_are_parsed_to_the_field_type():

@@ -6,6 +6,7 @@ are coerced to the hyperparameter's type on the way (YAML reads ``1e-3`` as a st
 """
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
@@ -14,7 +15,11 @@ from hpo.config._schema import CategoricalParam, MilestonesParam, StudyConfig
 from hpo.config._space import grid_search_space
 from hpo.errors import ConfigError
 from learners import BACKBONES
+from learners.base import milestone_steps
+from learners.data import DataError, ImageSplit, TaskSpec
 from learners.registry import LEARNERS, coerce_value, hparam_names, hparam_types, learner_class, type_name
+
+MLFLOW_PARAM_LIMIT = 6000  # MLflow's MAX_PARAM_VAL_LENGTH (not imported: validating a study stays light)
 
 
 def check_learners(config: StudyConfig) -> None:
@@ -46,11 +51,20 @@ def check_learners(config: StudyConfig) -> None:
         for key, value in learner.fixed.items():
             _check_hparams(name, {key: value}, f"{path}.fixed.{key}")
         _check_hparams(name, learner.fixed, f"{path}.fixed")
+        iterations = config.budget.iterations
+        if "milestones" in learner.fixed:
+            _check_milestones(learner.fixed["milestones"], iterations, f"{path}.fixed.milestones")
         for key, param in learner.space.items():
             _check_param(name, learner.fixed, hints[key], key, param, f"{path}.space.{key}")
-            if isinstance(param, MilestonesParam) and (param.count or 0) >= config.budget.iterations:
-                raise ConfigError(f"{param.count} milestones cannot fall on distinct iterations of "
-                                  f"budget.iterations = {config.budget.iterations}", f"{path}.space.{key}.count")
+            if isinstance(param, MilestonesParam) and param.count is not None:
+                steps = milestone_steps((param.low, param.high), iterations)
+                if steps[-1] - steps[0] + 1 < param.count:
+                    raise ConfigError(f"{param.count} milestones cannot fall on distinct iterations of "
+                                      f"budget.iterations = {iterations} between {param.low} and {param.high}",
+                                      f"{path}.space.{key}.count")
+            elif key == "milestones":
+                for value, where in _values_to_check(param, f"{path}.space.{key}"):
+                    _check_milestones(value, iterations, where)
         if config.search.sampler == "grid":
             grid_search_space(learner.space, f"{path}.space")
 
@@ -58,24 +72,69 @@ def check_learners(config: StudyConfig) -> None:
 def _check_param(learner: str, fixed: dict[str, Any], hint: Any, key: str, param: Any, path: str) -> None:
     if isinstance(param, CategoricalParam):
         param.choices = [_coerce(hint, key, choice, f"{path}.choices[{i}]") for i, choice in enumerate(param.choices)]
+        seen: set[str] = set()
         for i, choice in enumerate(param.choices):
-            _check_hparams(learner, {**fixed, key: choice}, f"{path}.choices[{i}]")
-        return
-    example = (0.5,) if isinstance(param, MilestonesParam) else param.low
-    try:
-        TypeAdapter(hint).validate_python(example, strict=True)
-    except ValidationError:
-        raise ConfigError(f"{key} is {type_name(hint)}: a {param.type} entry does not fit it", path) from None
-    if not isinstance(param, MilestonesParam):
-        for bound in (param.low, param.high):
-            _check_hparams(learner, {**fixed, key: bound}, path)
+            text = json.dumps(choice)  # 1e-3 and 0.001 are one choice once coerced; true and 1 are two
+            if text in seen:
+                raise ConfigError(f"{text} is given twice (the sampler would favour it)", f"{path}.choices[{i}]")
+            seen.add(text)
+    else:
+        example = (0.5,) if isinstance(param, MilestonesParam) else param.low
+        try:
+            TypeAdapter(hint).validate_python(example, strict=True)
+        except ValidationError:
+            raise ConfigError(f"{key} is {type_name(hint)}: a {param.type} entry does not fit it", path) from None
+    for value, where in _values_to_check(param, path):
+        _check_hparams(learner, {**fixed, key: value}, where)
+
+
+def _check_milestones(milestones: Any, iterations: int, path: str) -> None:
+    """Milestones that round to the same iteration would drop the learning rate once, not as often as written."""
+    milestones = tuple(milestones)
+    if len(milestone_steps(milestones, iterations)) < len(milestones):
+        raise ConfigError(f"milestones {list(milestones)} fall on the same iteration of budget.iterations = "
+                          f"{iterations} ({milestone_steps(milestones, iterations)})", path)
+
+
+def _values_to_check(param: Any, path: str) -> list[tuple[Any, str]]:
+    """The values of a space entry that stand for all it can take, with the field path of each: every choice,
+    or both ends of a range (the learners' checks and episode shapes are monotone in a number)."""
+    if isinstance(param, CategoricalParam):
+        return [(choice, f"{path}.choices[{i}]") for i, choice in enumerate(param.choices)]
+    if isinstance(param, MilestonesParam):
+        return [(choice, f"{path}.choices[{i}]") for i, choice in enumerate(param.choices or [])]
+    return [(param.low, path), (param.high, path)]
+
+
+def check_training_shapes(config: StudyConfig, spec: TaskSpec, train: ImageSplit) -> None:
+    """Every episode shape a learner will train on, from ``fixed`` and from every value its ``space`` can take,
+    must be one the training split can form (``train_ways`` above its classes fails here, not after three
+    failed trials).
+
+    Raises:
+        ConfigError: naming the ``fixed`` section or the space entry (and choice) that asks for the shape.
+    """
+    for name, learner in config.learners.items():
+        hparams = learner_class(name).HParams
+        candidates = [(learner.fixed, f"learners.{name}.fixed")]
+        for key, param in learner.space.items():
+            candidates += [({**learner.fixed, key: value}, where)
+                           for value, where in _values_to_check(param, f"learners.{name}.space.{key}")]
+        for values, where in candidates:
+            try:
+                hparams(**values).check_training_shape(spec, train)
+            except DataError as e:
+                raise ConfigError(str(e), where) from None
 
 
 def _coerce(hint: Any, key: str, value: Any, path: str) -> Any:
     try:
-        return coerce_value(hint, value)
+        value = coerce_value(hint, value)
     except ValueError as e:
         raise ConfigError(f"{e} ({key} is {type_name(hint)})", path) from None
+    if len(json.dumps(value)) > MLFLOW_PARAM_LIMIT:  # every value a trial trains with is an MLflow param
+        raise ConfigError(f"longer than the {MLFLOW_PARAM_LIMIT} characters MLflow keeps of a param", path)
+    return value
 
 
 def _check_hparams(learner: str, values: dict[str, Any], path: str) -> None:

@@ -8,6 +8,7 @@ checks every ``fixed`` and ``space`` entry against the learner's own hyperparame
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,9 @@ from hpo.config._learners import check_learners
 from hpo.config._schema import SPACE_TYPES, StudyConfig
 from hpo.errors import ConfigError
 from hpo.storage import resolved_url, storage_kind
+
+# Workers beyond the cores share them; a few per core is still useful while trials wait on a database or server.
+MAX_WORKERS_PER_CORE = 4
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> StudyConfig:
@@ -33,9 +37,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> St
     """
     file = str(path)
     try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except OSError as e:
-        raise ConfigError(f"cannot read the study file ({e.strerror})", file=file) from None
+        raw = yaml.load(_study_text(Path(path), file), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
@@ -58,9 +60,43 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> St
     return config
 
 
+def _study_text(path: Path, file: str) -> str:
+    """The study file as text: UTF-8 (a byte-order mark is allowed), without NUL bytes."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read the study file ({e.strerror})", file=file) from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"not UTF-8 text (byte {data[e.start]:#04x} at offset {e.start}); a study file is YAML "
+                          f"saved as UTF-8", file=file) from None
+    if "\0" in text:
+        raise ConfigError(f"not a text file (a NUL byte at offset {text.index(chr(0))})", file=file)
+    return text
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"found duplicate key '{key}'",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def check_workers(config: StudyConfig) -> None:
     """Several workers need a storage many processes can write at once (SQLite is unsafe for that)."""
-    workers, kind = config.search.workers, storage_kind(config.storage)
+    workers, kind, cores = config.search.workers, storage_kind(config.storage), os.cpu_count() or 1
+    if workers > MAX_WORKERS_PER_CORE * cores:
+        raise ConfigError(f"{workers} workers on {cores} cores would only slow each other down (at most "
+                          f"{MAX_WORKERS_PER_CORE * cores} here); on several machines start one run per machine",
+                          "search.workers")
     if workers > 1 and not kind.shared_by_processes:
         raise ConfigError(f"{workers} workers need a storage that several processes can share: "
                           f"journal:///optuna.journal (this machine) or postgresql://user@host/db (many machines), "
@@ -69,8 +105,13 @@ def check_workers(config: StudyConfig) -> None:
 
 def selected_learners(config: StudyConfig, names: list[str] | None) -> list[str]:
     """The learners to run: ``names`` (from ``--learners``) in the given order, or all of the study's."""
-    if not names:
+    if names is None:
         return list(config.learners)
+    if not names:
+        raise ConfigError("no learner named (give names separated by commas)", "--learners")
+    twice = [n for i, n in enumerate(names) if n in names[:i]]
+    if twice:
+        raise ConfigError(f"'{twice[0]}' is named twice", "--learners")
     unknown = [n for n in names if n not in config.learners]
     if unknown:
         raise ConfigError(f"'{unknown[0]}' is not a learner of this study (it has: {', '.join(config.learners)})",

@@ -6,6 +6,8 @@ line and leaves no storage file, no MLflow database and no artifact folder behin
 """
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import urllib.error
 import urllib.request
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from hpo.config._learners import check_training_shapes
 from hpo.config._schema import StudyConfig
 from hpo.errors import ConfigError, first_line
 from hpo.redaction import redact
@@ -48,6 +51,7 @@ def load_data(config: StudyConfig) -> DatasetSplits:
         data.check_spec(task_spec(config))
     except DataError as e:  # the message names the setting (ways=..., shots+queries=...)
         raise ConfigError(str(e), "dataset") from None
+    check_training_shapes(config, task_spec(config), data.train)
     return data
 
 
@@ -66,18 +70,32 @@ def is_mlflow_server(uri: str) -> bool:
 
 def check_tracking_uri(uri: str, field: str = "tracking_uri") -> None:
     """MLflow tracking: a database URL (checked like a storage, with its artifact folder) or an MLflow server
-    that answers ``/health``."""
+    that answers a real API call (a port of another service can answer ``/health`` with 200 OK)."""
     if is_mlflow_server(uri):
-        try:
-            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10).close()
-        except (urllib.error.URLError, OSError) as e:
-            raise ConfigError(f"MLflow server {redact(uri)} does not answer: {first_line(e)}", field) from None
+        check_mlflow_server(uri, field)
         return
     if "://" not in uri:
         raise ConfigError(f"expected a database URL (sqlite:///mlflow.db) or an http(s) MLflow server, "
                           f"got '{redact(uri)}'", field)
     storage_kind(uri).check(field)
     check_artifact_folder(Path.cwd() / ARTIFACT_FOLDER, field)
+
+
+def check_mlflow_server(uri: str, field: str) -> None:
+    """Search one experiment through MLflow's REST API, as every run will; the answer must be MLflow's JSON."""
+    url = uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            answer = json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        raise ConfigError(f"{redact(uri)} is not an MLflow server (its API answered HTTP {e.code})", field) from None
+    except (urllib.error.URLError, OSError) as e:
+        raise ConfigError(f"MLflow server {redact(uri)} does not answer: {first_line(e)}", field) from None
+    except (http.client.HTTPException, ValueError) as e:  # another protocol, or not JSON
+        raise ConfigError(f"{redact(uri)} is not an MLflow server ({type(e).__name__})", field) from None
+    if not isinstance(answer, dict):
+        raise ConfigError(f"{redact(uri)} is not an MLflow server (its API answered {type(answer).__name__})",
+                          field)
 
 
 def check_artifact_folder(folder: Path, field: str) -> None:

@@ -11,11 +11,18 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
+from learners.base import SEED_LIMIT
+
 Scalar = Union[None, bool, int, float, str]
 
 
+# MLflow refuses experiment names over 500 characters; Optuna stores "<study>/<learner>" in 512.
+NAME_LIMIT = 490
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # allow_inf_nan: a NaN bound or budget passes every comparison, and YAML reads .inf and .nan as floats.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------- search space entries
@@ -55,10 +62,16 @@ class IntParam(Strict):
             raise ValueError("log and step cannot be combined")
         if self.log and self.low < 1:
             raise ValueError("log needs low >= 1")
+        if (self.high - self.low) % self.step:
+            raise ValueError(f"high - low = {self.high - self.low} is not a multiple of step = {self.step}")
         return self
 
 
 class CategoricalParam(Strict):
+    # Choices are checked as the hyperparameter's values (a NaN choice of lr: "lr must be a finite number");
+    # here a NaN would only fail every member of the Scalar union at once.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=True)
+
     type: Literal["categorical"]
     # Lists are allowed as choices (e.g. milestone lists); they are passed to Optuna as JSON strings.
     choices: Annotated[list[Union[Scalar, list[Scalar]]], Field(min_length=1)]
@@ -109,6 +122,12 @@ class DatasetConfig(Strict):
     queries: PositiveInt
     cache_dir: Path | None = None
     download: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> "DatasetConfig":
+        if self.ways == 1:
+            raise ValueError("ways=1: an episode of one class has nothing to classify (at least 2)")
+        return self
 
 
 class LearnerConfig(Strict):
@@ -168,8 +187,8 @@ class TestConfig(Strict):
 
 
 class StudyConfig(Strict):
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
-    seed: int = 0
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=NAME_LIMIT)]
+    seed: Annotated[int, Field(ge=0, lt=SEED_LIMIT)] = 0
     dataset: DatasetConfig
     learners: Annotated[dict[str, LearnerConfig], Field(min_length=1)]
     search: SearchConfig

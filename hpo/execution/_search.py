@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import optuna
 
-from hpo.config import PrunerConfig, StudyConfig, grid_search_space, resolve_device, task_spec
+from hpo.config import SEED_LIMIT, PrunerConfig, StudyConfig, grid_search_space, resolve_device, task_spec
 from hpo.execution._objective import Objective
 from hpo.logs import experimental_api
 from hpo.storage import CappedStudy, Heartbeat, grid_points, queue_grid, storage_kind
@@ -35,7 +35,9 @@ def make_sampler(config: StudyConfig, stored_trials: int, worker: str = "") -> o
     :func:`hpo.storage.queue_grid`), so its sampler is never asked.
     """
     sampler = config.search.sampler
-    seed = config.seed + stored_trials + (zlib.crc32(worker.encode()) if worker else 0)
+    # Modulo: NumPy's RandomState behind every sampler refuses seeds of 2**32 and above (a worker's offset alone
+    # can reach 2**32 - 1).
+    seed = (config.seed + stored_trials + (zlib.crc32(worker.encode()) if worker else 0)) % SEED_LIMIT
     if sampler == "gp":
         return optuna.samplers.GPSampler(seed=seed)
     if sampler in ("random", "grid"):

@@ -35,6 +35,9 @@ if TYPE_CHECKING:
     from hpo.storage._capped import CappedStudy
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
+
+
 @dataclass(frozen=True)
 class Heartbeat:
     """A RUNNING trial whose process sent no heartbeat for ``grace_period`` seconds is failed and retried."""
@@ -144,6 +147,8 @@ class SQLite(_FileURL, Database):
             raise ConfigError(f"the SQLite file is a folder: {path}", field)
         if not os.access(path if path.exists() else path.parent, os.W_OK):  # root passes: a file stops it
             raise ConfigError(f"the SQLite file cannot be written: {path}", field)
+        if path.exists() and path.stat().st_size and not _starts_with(path, SQLITE_HEADER):
+            raise ConfigError(f"not a SQLite database: {path} (move it away or name another file)", field)
 
 
 class PostgreSQL(Database):
@@ -164,8 +169,14 @@ class Journal(_FileURL, StorageKind):
 
     def check(self, field: str) -> None:
         path = self.path
-        if path is not None and not path.parent.is_dir():
+        if not path.parent.is_dir():
             raise ConfigError(f"the folder of the journal file does not exist: {path.parent}", field)
+        if path.is_dir():
+            raise ConfigError(f"the journal file is a folder: {path}", field)
+        if not os.access(path if path.exists() else path.parent, os.W_OK):
+            raise ConfigError(f"the journal file cannot be written: {path}", field)
+        if path.exists() and path.stat().st_size and not _starts_with(path, b"{"):  # one JSON object a line
+            raise ConfigError(f"not an Optuna journal file: {path} (move it away or name another file)", field)
 
     def open(self, heartbeat: Heartbeat | None = None) -> optuna.storages.BaseStorage:
         return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(self.path)))
@@ -211,6 +222,11 @@ def resolved_url(url: str, cwd: Path | None = None) -> str:
     """``url`` with a relative SQLite or journal file made absolute against ``cwd`` (default: the working
     directory); other URLs unchanged."""
     return storage_kind(url).resolved(cwd or Path.cwd())
+
+
+def _starts_with(path: Path, header: bytes) -> bool:
+    with path.open("rb") as handle:
+        return handle.read(len(header)) == header
 
 
 def _process_exists(pid: int) -> bool:

@@ -1,9 +1,9 @@
 """Datasets as class splits (train / val / test) of uint8 tensors, and episode sampling from them."""
 from learners.data.dataset_splits import DatasetSplits
-from learners.data.datasets import DATASETS, load_dataset
+from learners.data.datasets import DATASETS, default_split, load_dataset
 from learners.data.episodes import (DataError, Episodes, EpisodeSampler, ImageSplit, LabelledBatches, TaskSpec,
                                     fixed_episodes)
 from learners.data.synthetic import synthetic_split
 
 __all__ = ["DATASETS", "DataError", "DatasetSplits", "Episodes", "EpisodeSampler", "ImageSplit", "LabelledBatches",
-           "TaskSpec", "fixed_episodes", "load_dataset", "synthetic_split"]
+           "TaskSpec", "default_split", "fixed_episodes", "load_dataset", "synthetic_split"]

@@ -28,6 +28,14 @@ DATASETS: dict[str, DatasetLoader] = {
 }
 
 
+# The split a dataset is loaded with when none is named: Omniglot's standard one; the others have one split.
+DEFAULT_SPLITS = {"omniglot": "vinyals"}
+
+
+def default_split(name: str) -> str:
+    return DEFAULT_SPLITS.get(name, "default")
+
+
 def load_dataset(name: str, root: str | Path | None = None, split: str = "default",
                  cache_dir: str | Path | None = None, download: bool = False) -> DatasetSplits:
     """Load a dataset by registry name. Raises :class:`DataError` with a one-line message on bad input."""

@@ -28,6 +28,8 @@ class TaskSpec:
         for name in ("ways", "shots", "queries"):
             if getattr(self, name) < 1:
                 raise DataError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.ways == 1:
+            raise DataError("ways=1: an episode of one class has nothing to classify (at least 2)")
 
 
 @dataclass(frozen=True)

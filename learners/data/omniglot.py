@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import zipfile
 from contextlib import ExitStack
 from pathlib import Path
@@ -84,10 +85,14 @@ def _find_source(root: Path, folder: str, download: bool) -> Path:
 def _download(root: Path, background: bool) -> None:
     from torchvision.datasets import Omniglot  # only needed for this rare path
 
+    target = root / "omniglot-py"
+    created = not target.exists()
     try:
         Omniglot(str(root), background=background, download=True)
     except (OSError, RuntimeError) as error:
-        raise DataError(f"could not download omniglot into {root / 'omniglot-py'}: {error}") from error
+        if created:  # a failed download leaves nothing behind, not an empty folder that looks like data
+            shutil.rmtree(target, ignore_errors=True)
+        raise DataError(f"could not download omniglot into {target}: {error}") from error
 
 
 def _fingerprinted(source: Path) -> list[Path]:
