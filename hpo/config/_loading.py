@@ -59,7 +59,8 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> St
 
 
 def check_workers(config: StudyConfig) -> None:
-    """Several workers need a storage many processes can write at once (SQLite is unsafe for that)."""
+    """Several workers need a storage made for many writers; SQLite takes one worker per command (however many
+    commands share it)."""
     workers, kind = config.search.workers, storage_kind(config.storage)
     if workers > 1 and not kind.shared_by_processes:
         raise ConfigError(f"{workers} workers need a storage that several processes can share: "
