@@ -47,6 +47,8 @@ BASE_STUDY: dict[str, Any] = {
 }
 # About 3 s per trial on one core: long enough to act on a running trial, short enough to finish.
 SECONDS_BUDGET = {"iterations": 40, "val_interval": 10, "val_episodes": 4}
+# Well under a second per trial: for cases about the trials' bookkeeping, not their training.
+TINY_BUDGET = {"iterations": 2, "val_interval": 2, "val_episodes": 4}
 # Runs until stopped.
 LONG_BUDGET = {"iterations": 100_000, "val_interval": 10, "val_episodes": 4}
 

@@ -1,5 +1,6 @@
 """Fault injection with real processes, databases and file systems: diverging and crashing trials,
-a killed worker, a lost PostgreSQL database, a full disk and an unwritable ``mlruns``."""
+a killed worker, a lost PostgreSQL database, a full disk, a damaged MLflow database and an unwritable
+``mlruns``."""
 from __future__ import annotations
 
 import shutil
@@ -244,6 +245,18 @@ def test_a_full_disk_stops_with_one_line_and_a_rerun_completes(tmp_path: Path, f
     assert run_in(tmp_path) == 0
     assert counted(trials(tmp_path, "full")) == 2
     assert runs(tmp_path, "full", "parent")[0].info.status == "FINISHED"
+
+
+def test_a_damaged_mlflow_database_is_blamed_on_the_tracking_not_the_storage(tmp_path: Path,
+                                                                            capsys: pytest.CaptureFixture) -> None:
+    # Opening MLflow's store raises SQLAlchemy's errors, which once read as a lost Optuna storage.
+    write_study(tmp_path, learner_study({"lr": LR}, CONV4, name="damaged"))
+    (tmp_path / "mlflow.db").write_text("not a database\n" * 100)
+    assert run_in(tmp_path) == 1
+    err = stderr_of(capsys)
+    assert "Traceback" not in err
+    assert error_line(err) == (f"error: MLflow tracking at sqlite:///{tmp_path}/mlflow.db failed: "
+                               f"(sqlite3.DatabaseError) file is not a database")
 
 
 @pytest.mark.slow

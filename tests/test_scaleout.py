@@ -26,12 +26,11 @@ from mlflow.exceptions import MlflowException
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.storage import grid_points
-from tests.helpers import (CONV4, LONG_BUDGET, SECONDS_BUDGET, assert_nothing_written, counted, finish, journal_trials,
-                           learner_study, load_trials, main_in, parent_run, start_hpo, study_dict, trial_runs,
-                           wait_for, write_study)
+from tests.helpers import (CONV4, LONG_BUDGET, SECONDS_BUDGET, TINY_BUDGET, assert_nothing_written, counted, finish,
+                           journal_trials, learner_study, load_trials, main_in, parent_run, start_hpo, study_dict,
+                           trial_runs, wait_for, write_study)
 
 PASSWORD = "s3cret"
-TINY_BUDGET = {"iterations": 2, "val_interval": 2, "val_episodes": 4}
 JOURNAL = "journal:///optuna.journal"
 TWO_WORKERS = {"sampler": "random", "n_trials": 4, "workers": 2}
 # 6 x 5 = 30 grid points, more than the 24 trials asked for.

@@ -91,7 +91,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def check_workers(config: StudyConfig) -> None:
-    """Several workers need a storage many processes can write at once (SQLite is unsafe for that)."""
+    """Several workers need a storage made for many writers; SQLite takes one worker per command (however many
+    commands share it). Workers far above the cores only slow each other down."""
     workers, kind, cores = config.search.workers, storage_kind(config.storage), os.cpu_count() or 1
     if workers > MAX_WORKERS_PER_CORE * cores:
         raise ConfigError(f"{workers} workers on {cores} cores would only slow each other down (at most "

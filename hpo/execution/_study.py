@@ -7,7 +7,7 @@ from hpo.config import StudyConfig
 from hpo.execution._learner_study import tune_learner
 from hpo.execution._search import study_name
 from hpo.reporting import LearnerSummary, csv_table, markdown_table, summarize
-from hpo.storage import get_storage
+from hpo.storage import get_storage, storage_kind
 from hpo.tracking import Tracker
 from learners.data import DatasetSplits
 
@@ -35,7 +35,8 @@ def run_study(config: StudyConfig, learners: list[str], data: DatasetSplits, pro
     rows = study_summaries(config)
     table = markdown_table(rows)
     tracker = Tracker(config.tracking_uri, config.name)
-    run = tracker.reuse_or_start("summary", {SUMMARY_KEY: config.name}, name=f"{config.name}-summary", params={})
+    with storage_kind(config.storage).trial_lock(config.name)():  # one summary run, also when commands end together
+        run = tracker.reuse_or_start("summary", {SUMMARY_KEY: config.name}, name=f"{config.name}-summary", params={})
     tracker.log_text(run, table, "summary.md")
     tracker.log_text(run, csv_table(rows), "summary.csv")
     tracker.end(run, "FINISHED")

@@ -1,12 +1,14 @@
 """One object per kind of storage URL: every "which kind is this?" question is answered here.
 
-* :class:`SQLite` (``sqlite:///optuna.db``, the default): one process writes it (SQLite is unsafe
-  for several writers), so it needs no trial lock; dead workers are found by their heartbeats.
+* :class:`SQLite` (``sqlite:///optuna.db``, the default): one worker per command, and several commands
+  on one machine: file locks next to it serialise creating its tables and starting a trial; dead
+  workers are found by their heartbeats.
 * :class:`Journal` (``journal:///optuna.journal``): many processes on one machine; a file lock
   next to it; no heartbeats, so dead workers are found by their process ids.
 * :class:`PostgreSQL` (``postgresql://`` or ``postgresql+driver://``): many machines; an advisory
   lock; heartbeats.
-* :class:`Database`: any other SQLAlchemy URL, like SQLite but a server.
+* :class:`Database`: any other SQLAlchemy URL: one worker, no locks; also the kind of an MLflow
+  server's http(s) ``tracking_uri``, which is never opened here.
 
 The same kinds describe MLflow's database backends (``tracking_uri``), which are checked alike.
 """
@@ -15,7 +17,7 @@ from __future__ import annotations
 import os
 import socket
 from abc import ABC, abstractmethod
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -49,7 +51,7 @@ class Heartbeat:
 class StorageKind(ABC):
     """What a storage URL is: how to check, open and lock it, and how its dead workers are found."""
 
-    #: Whether several processes may run trials on it at once (and n_trials stays a total over them).
+    #: Whether one command may run trials in several worker processes on it (``search.workers > 1``).
     shared_by_processes: ClassVar[bool] = False
 
     def __init__(self, url: str):
@@ -70,6 +72,11 @@ class StorageKind(ABC):
     @abstractmethod
     def open(self, heartbeat: Heartbeat | None = None) -> optuna.storages.BaseStorage:
         """The Optuna storage; trials run on it send ``heartbeat`` where the kind has heartbeats (readers pass none)."""
+
+    def schema_lock(self) -> AbstractContextManager[None]:
+        """Held while this process opens the database, so that of processes started together only the first
+        creates its tables and the others find them made (none by default)."""
+        return nullcontext()
 
     def trial_lock(self, study_name: str) -> StudyLock:
         """The lock every worker of ``study_name`` takes to start a trial (none where one process writes)."""
@@ -100,6 +107,14 @@ class _FileURL:
         query = self.url[len(self.prefix):].partition("?")[1:]
         return self.prefix + str(cwd / path) + "".join(query)
 
+    def trial_lock(self, study_name: str) -> StudyLock:
+        return lambda: self._lock_beside("trials-lock")
+
+    def _lock_beside(self, suffix: str) -> AbstractContextManager[None]:
+        """A file lock in ``<file>.<suffix>`` next to the file (none in memory: one process sees it)."""
+        path = self.path
+        return nullcontext() if path is None else file_lock(path.with_name(f"{path.name}.{suffix}"))
+
 
 class Database(StorageKind):
     """A database SQLAlchemy connects to; Optuna's RDB storage, riding out lost connections."""
@@ -122,7 +137,8 @@ class Database(StorageKind):
             engine.dispose()
 
     def open(self, heartbeat: Heartbeat | None = None) -> optuna.storages.BaseStorage:
-        with experimental_api():
+        # Optuna's RDBStorage creates its tables (and stamps alembic's version table) in its constructor.
+        with experimental_api(), self.schema_lock():
             if heartbeat is None:
                 return ReconnectingRDBStorage(self.url)
             return ReconnectingRDBStorage(
@@ -131,9 +147,18 @@ class Database(StorageKind):
 
 
 class SQLite(_FileURL, Database):
-    """A file that one process writes (SQLite is unsafe for several writers)."""
+    """A file that several commands on one machine may share, one worker each.
+
+    Processes started together would race to create its tables (alembic's ``UNIQUE constraint failed:
+    alembic_version.version_num``, ``table ... already exists``), so opening it takes a file lock, and so
+    does starting a trial, to keep ``n_trials`` a total over the commands. Their writes are short: 8 commands
+    started together on 80 trials, heartbeats every second, never outwaited SQLite's 5 s busy timeout.
+    """
 
     prefix = "sqlite:///"
+
+    def schema_lock(self) -> AbstractContextManager[None]:
+        return self._lock_beside("schema-lock")
 
     def check(self, field: str) -> None:
         """The file must be creatable: its folder exists and can be written."""
@@ -180,10 +205,6 @@ class Journal(_FileURL, StorageKind):
 
     def open(self, heartbeat: Heartbeat | None = None) -> optuna.storages.BaseStorage:
         return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(self.path)))
-
-    def trial_lock(self, study_name: str) -> StudyLock:
-        path = self.path
-        return lambda: file_lock(path.with_name(path.name + ".trials-lock"))
 
     def fail_stale_trials(self, study: CappedStudy) -> None:
         with study.lock():

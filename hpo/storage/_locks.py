@@ -1,5 +1,6 @@
-"""The two locks that make starting a trial one step across processes: a PostgreSQL advisory lock
-(many machines) and a file lock next to a journal file (one machine). Both die with their process."""
+"""The two locks that make a step (starting a trial, creating a database's tables) atomic across processes: a
+PostgreSQL advisory lock (many machines) and a file lock next to a journal or SQLite file (one machine). Both
+die with their process."""
 from __future__ import annotations
 
 import fcntl

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import sqlalchemy
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, ViewType
 from mlflow.exceptions import MlflowException
@@ -31,6 +32,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from hpo.errors import TrackingError, first_line
 from hpo.redaction import redact
+from hpo.storage import storage_kind
 
 ROLE_TAG = "run_role"
 STUDY_TAG = "optuna_study"
@@ -47,16 +49,21 @@ class ReportingClient:
     """An ``MlflowClient`` whose errors are :class:`TrackingError` (MLflow retries HTTP requests itself)."""
 
     def __init__(self, tracking_uri: str):
-        self._client, self._uri = MlflowClient(tracking_uri), redact(tracking_uri)
+        self._uri = redact(tracking_uri)
+        # Making the client opens MLflow's store; with a database backend, SqlAlchemyStore's constructor creates
+        # a new database's tables (alembic), and its errors there are SQLAlchemy's own, not MlflowException.
+        self._client = self._reported(MlflowClient)(tracking_uri)
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
-        method = getattr(self._client, name)
+        return self._reported(getattr(self._client, name))
 
+    def _reported(self, method: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(method)
         def reported(*args: Any, **kwargs: Any) -> Any:
             try:
                 return method(*args, **kwargs)
-            except (MlflowException, OSError) as e:  # OSError: artifacts, and requests' connection errors
+            # OSError: artifacts, and requests' connection errors.
+            except (MlflowException, OSError, sqlalchemy.exc.SQLAlchemyError) as e:
                 raise TrackingError(f"MLflow tracking at {self._uri} failed: {first_line(e)}") from e
 
         return reported
@@ -74,7 +81,8 @@ class Tracker:
     """
 
     def __init__(self, tracking_uri: str, experiment: str):
-        self.client = ReportingClient(tracking_uri)
+        with storage_kind(tracking_uri).schema_lock():  # the client creates MLflow's tables in a new database
+            self.client = ReportingClient(tracking_uri)
         found = self.client.get_experiment_by_name(experiment)
         if found is None:
             # With a database backend MLflow puts artifacts in ./mlruns of the working directory.
