@@ -18,6 +18,7 @@ import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import unquote, unquote_plus
 
 import optuna
 import pytest
@@ -26,11 +27,14 @@ from mlflow.exceptions import MlflowException
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.storage import grid_points
-from tests.helpers import (CONV4, LONG_BUDGET, SECONDS_BUDGET, TINY_BUDGET, assert_nothing_written, counted, finish,
-                           journal_trials, learner_study, load_trials, main_in, parent_run, start_hpo, study_dict,
-                           trial_runs, wait_for, write_study)
+from tests.helpers import (CONV4, LONG_BUDGET, SECONDS_BUDGET, TINY_BUDGET, assert_nothing_written,
+                           assert_one_error_line, counted, finish, journal_trials, learner_study, load_trials, main_in,
+                           parent_run, start_hpo, study_dict, trial_runs, wait_for, write_study)
 
-PASSWORD = "s3cret"
+# The PostgreSQL URLs' passwords (trust auth ignores them): in the user info with ':' and a percent-encoded '@',
+# and in the query string.
+PASSWORD = "Qz:8v%40Jx4k"
+QUERY_PASSWORD = "Wm5k+Tr7e%21"
 JOURNAL = "journal:///optuna.journal"
 TWO_WORKERS = {"sampler": "random", "n_trials": 4, "workers": 2}
 # 6 x 5 = 30 grid points, more than the 24 trials asked for.
@@ -242,18 +246,76 @@ def test_every_postgres_trial_has_its_mlflow_run_and_worker(postgres_run: tuple[
     assert parent.info.status == "FINISHED" and "test_accuracy" in parent.data.metrics
 
 
+def assert_password_nowhere(password: str, out: str, err: str, directory: Path, trials: list[FrozenTrial]) -> None:
+    """No 4 characters of ``password``, as written in its URL or URL-decoded, in the output, in any file written
+    (the MLflow database with its params, tags and metrics, every artifact) or in the trials' attributes."""
+    forms = (password, unquote(password), unquote_plus(password))
+    pieces = {form[i:i + 4] for form in forms for i in range(len(form) - 3)}
+    texts = {"output": (out + err).encode(), "trials": repr([(t.user_attrs, t.system_attrs) for t in trials]).encode(),
+             **{str(path): path.read_bytes() for path in directory.rglob("*") if path.is_file()}}
+    assert not [(where, piece) for where, text in texts.items() for piece in pieces if piece.encode() in text]
+
+
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_the_storage_password_appears_nowhere(postgres_run: tuple[Path, subprocess.Popen, str, str],
                                               postgres_url: str) -> None:
     directory, _, out, err = postgres_run
-    assert PASSWORD not in out + err and ":***@127.0.0.1" in out  # the plan names the storage, redacted
-    # Everything written locally: the MLflow database (params, tags, metrics) and every artifact.
-    written = [path for path in directory.rglob("*") if path.is_file()]
-    assert any(path.name == "config.json" for path in written)
-    assert not [path for path in written if PASSWORD.encode() in path.read_bytes()]
-    for trial in load_trials("pg", postgres_url):
-        assert PASSWORD not in repr((trial.user_attrs, trial.system_attrs))
+    assert ":***@127.0.0.1" in out  # the plan names the storage, redacted
+    assert list(directory.rglob("config.json"))
+    assert_password_nowhere(PASSWORD, out, err, directory, load_trials("pg", postgres_url))
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_a_query_string_password_appears_nowhere(postgres_url: str, tmp_path: Path) -> None:
+    url = postgres_url.replace(f":{PASSWORD}@", "@") + f"?sslmode=disable&password={QUERY_PASSWORD}"  # same database
+    write_study(tmp_path, grid_study("pgquery", n_trials=2))
+    process = start_hpo(tmp_path, "--workers", "2", "--storage", url)
+    out, err = process.communicate(timeout=400)
+    assert process.returncode == 0, err
+    assert "&password=***" in out and list(tmp_path.rglob("config.json"))
+    assert_password_nowhere(QUERY_PASSWORD, out, err, tmp_path, load_trials("pgquery", url))
+
+
+# Servers that cannot be reached, each behind a password of another form, and what the error line says: the
+# driver's own message too. libpq splits the user info at the first '@', so with an '@' in the password the host
+# it fails to resolve is the rest of the password and the real host.
+AT_PASSWORD, COLON_PASSWORD, QUERY_ONLY_PASSWORD = "Nk7@Rw5t", "Nk:7%40Rw5t", "Nk7Rw5t%40"
+UNREACHABLE = {
+    "storage, @ in the password (psycopg2)": (
+        "--storage", f"postgresql+psycopg2://postgres:{AT_PASSWORD}@127.0.0.1:1/db", AT_PASSWORD,
+        "storage: cannot connect to postgresql+psycopg2://postgres:***@127.0.0.1:1/db: (psycopg2.OperationalError) "
+        'could not translate host name "***@127.0.0.1" to address'),
+    "storage, @ in the password (psycopg 3)": (
+        "--storage", f"postgresql://postgres:{AT_PASSWORD}@127.0.0.1:1/db", AT_PASSWORD,
+        "failed to resolve host '***@127.0.0.1'"),
+    "storage, : and %40 in the password": (
+        "--storage", f"postgresql+psycopg2://postgres:{COLON_PASSWORD}@127.0.0.1:1/db", COLON_PASSWORD,
+        'postgres:***@127.0.0.1:1/db: (psycopg2.OperationalError) connection to server at "127.0.0.1", port 1 failed'),
+    "storage, password in the query string": (
+        "--storage", f"postgresql+psycopg2://postgres@127.0.0.1:1/db?password={QUERY_ONLY_PASSWORD}",
+        QUERY_ONLY_PASSWORD, "cannot connect to postgresql+psycopg2://postgres@127.0.0.1:1/db?password=***: "),
+    "tracking database, @ in the password": (
+        "--tracking-uri", f"postgresql+psycopg2://postgres:{AT_PASSWORD}@127.0.0.1:1/mlflow", AT_PASSWORD,
+        'tracking_uri: cannot connect to postgresql+psycopg2://postgres:***@127.0.0.1:1/mlflow: '
+        '(psycopg2.OperationalError) could not translate host name "***@127.0.0.1"'),
+    "tracking server, @ in the password": (
+        "--tracking-uri", f"http://u:{AT_PASSWORD}@127.0.0.1:1", AT_PASSWORD,
+        "tracking_uri: MLflow server http://u:***@127.0.0.1:1 does not answer"),
+}
+
+
+@pytest.mark.parametrize("option, url, password, expected", UNREACHABLE.values(), ids=UNREACHABLE)
+def test_no_password_in_the_error_line_of_an_unreachable_server(option: str, url: str, password: str, expected: str,
+                                                                tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+    write_study(tmp_path, study_dict())
+    assert main_in(tmp_path, "study.yaml", option, url) == 2
+    out, err = capfd.readouterr()
+    assert_one_error_line(err)
+    assert expected in err, err
+    assert_password_nowhere(password, out, err, tmp_path, [])
+    assert_nothing_written(tmp_path)
 
 
 # --------------------------------------------------------------------------- MLflow server

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
+from hpo.redaction import register_secrets
 from learners.base import SEED_LIMIT
 
 Scalar = Union[None, bool, int, float, str]
@@ -197,3 +198,10 @@ class StudyConfig(Strict):
     storage: str = "sqlite:///optuna.db"
     tracking_uri: str = "sqlite:///mlflow.db"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="after")
+    def _register_secrets(self) -> "StudyConfig":
+        # Here, not where a study file is loaded: every process that handles a config validates it, worker
+        # processes too (their WorkerJob arrives as JSON), so each knows what its drivers' messages may quote.
+        register_secrets(self.storage, self.tracking_uri)
+        return self
