@@ -18,7 +18,7 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from hpo.errors import STORAGE_ERRORS
-from hpo.storage import ReconnectingRDBStorage
+from hpo.storage import SQLITE_HEADER, ReconnectingRDBStorage
 from tests.helpers import (CONV4, LEARNER, LOG_LR, LR, SECONDS_BUDGET, counted, error_line, finish, learner_study,
                            run_in, runs, start_hpo, trial_runs, trials, wait_for, wait_for_running_trial, write_study)
 
@@ -69,16 +69,18 @@ def test_diverging_trials_fail_with_their_reason_and_are_replaced(tmp_path: Path
 
 def test_a_study_whose_every_trial_fails_stops_after_the_limit(tmp_path: Path,
                                                               capsys: pytest.CaptureFixture) -> None:
-    # A negative weight decay passes the study checks but torch's optimizer refuses it: every trial raises.
-    failing = {**CONV4, "weight_decay": -1.0}
+    # Every value passes the study checks (values a learner can never train with, such as a negative weight
+    # decay, are bad input), but no machine holds 10**12 episodes: every trial raises when it samples them.
+    failing = {**CONV4, "meta_batch": 10**12}
     write_study(tmp_path, learner_study({"lr": LOG_LR}, failing, name="doomed",
                                         search=search(max_consecutive_failures=3)))
     assert run_in(tmp_path) == 1
     line = error_line(stderr_of(capsys))  # after Optuna's log of each trial, with the learner's traceback
-    assert line.startswith(f"error: doomed/{LEARNER}: 3 trials in a row failed, the last with 'ValueError: ")
+    assert line.startswith(f"error: doomed/{LEARNER}: 3 trials in a row failed, the last with 'RuntimeError: ")
     done = trials(tmp_path, "doomed")
     assert [t.state for t in done] == [TrialState.FAIL] * 3
-    assert all(t.user_attrs["failure_reason"] == "ValueError: Invalid weight_decay value: -1.0" for t in done)
+    assert all(t.user_attrs["failure_reason"].startswith("RuntimeError: ") and "can't allocate memory"
+               in t.user_attrs["failure_reason"] for t in done)
     assert {r.info.status for r in trial_runs(tmp_path, "doomed").values()} == {"FAILED"}
     assert runs(tmp_path, "doomed", "parent")[0].info.status == "FAILED"
     no_running(tmp_path, "doomed")
@@ -251,7 +253,8 @@ def test_a_damaged_mlflow_database_is_blamed_on_the_tracking_not_the_storage(tmp
                                                                             capsys: pytest.CaptureFixture) -> None:
     # Opening MLflow's store raises SQLAlchemy's errors, which once read as a lost Optuna storage.
     write_study(tmp_path, learner_study({"lr": LR}, CONV4, name="damaged"))
-    (tmp_path / "mlflow.db").write_text("not a database\n" * 100)
+    # SQLite's header, so that the up-front check passes it: damaged after its first 16 bytes.
+    (tmp_path / "mlflow.db").write_bytes(SQLITE_HEADER + b"not a database\n" * 100)
     assert run_in(tmp_path) == 1
     err = stderr_of(capsys)
     assert "Traceback" not in err

@@ -8,12 +8,12 @@ scheme.
 from hpo.storage._capped import (COUNTED_STATES, STARTED_STATES, WORKER_ATTR, CappedStudy, counted_trials,
                                  requeue_interrupted, retry_trial, running_count, trial_counts)
 from hpo.storage._grid import GRID_POINT_ATTR, grid_points, queue_grid
-from hpo.storage._kinds import (Database, Heartbeat, Journal, PostgreSQL, SQLite, StorageKind, get_storage,
-                                resolved_url, storage_kind)
+from hpo.storage._kinds import (SQLITE_HEADER, Database, Heartbeat, Journal, PostgreSQL, SQLite, StorageKind,
+                                get_storage, resolved_url, storage_kind)
 from hpo.storage._locks import StudyLock
 from hpo.storage._rdb import ReconnectingRDBStorage, retry_connections
 
 __all__ = ["COUNTED_STATES", "CappedStudy", "Database", "GRID_POINT_ATTR", "Heartbeat", "Journal", "PostgreSQL",
-           "ReconnectingRDBStorage", "SQLite", "STARTED_STATES", "StorageKind", "StudyLock", "WORKER_ATTR",
-           "counted_trials", "get_storage", "grid_points", "queue_grid", "requeue_interrupted", "resolved_url",
-           "retry_connections", "retry_trial", "running_count", "storage_kind", "trial_counts"]
+           "ReconnectingRDBStorage", "SQLITE_HEADER", "SQLite", "STARTED_STATES", "StorageKind", "StudyLock",
+           "WORKER_ATTR", "counted_trials", "get_storage", "grid_points", "queue_grid", "requeue_interrupted",
+           "resolved_url", "retry_connections", "retry_trial", "running_count", "storage_kind", "trial_counts"]
