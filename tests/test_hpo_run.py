@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
+from hpo.redaction import register_secrets
 from learners import hparam_names
 from tests.helpers import (BASE_STUDY, CONV4, LEARNER, LONG_BUDGET, counted, learner_study, run_in, runs,
                            start_hpo, study_dict, tracking, trial_runs, trials, wait_for_running_trial, write_study)
@@ -90,6 +91,16 @@ def test_resume_adds_only_the_remainder_and_reuses_the_parent(tmp_path: Path,
     assert len(trials(tmp_path, "resume")) == 4
     [parent] = runs(tmp_path, "resume", "parent")
     assert len(tracking(tmp_path).get_metric_history(parent.info.run_id, "test_accuracy")) == tests_logged
+
+
+def test_a_study_named_like_a_password_piece_still_resumes_its_runs(tmp_path: Path) -> None:
+    # Redaction hides a registered password's pieces everywhere, tags included: the runs are found again by
+    # their redacted tags, not duplicated on every resume.
+    register_secrets("postgresql://user:elsewhere@db.example/optuna")
+    write_study(tmp_path, study_dict(name="elsewhere"))
+    assert run_in(tmp_path) == 0 and run_in(tmp_path, "--n-trials", "3") == 0
+    assert len(runs(tmp_path, "elsewhere", "parent")) == 1 and len(runs(tmp_path, "elsewhere", "summary")) == 1
+    assert sorted(trial_runs(tmp_path, "elsewhere")) == [0, 1, 2]
 
 
 @pytest.mark.parametrize("sampler, pruner", [("gp", "hyperband"), ("random", "none")])

@@ -99,7 +99,8 @@ class Tracker:
         Params are written only when the run is created (MLflow params are immutable); tags are
         updated every time.
         """
-        query = " and ".join(f"tags.{k} = '{v}'" for k, v in {ROLE_TAG: role, **key_tags}.items())
+        # Tags are stored redacted, so they are looked up redacted (a study name can hold a password's piece).
+        query = " and ".join(f"tags.{k} = '{v}'" for k, v in self._clean({ROLE_TAG: role, **key_tags}).items())
         found = self.client.search_runs([self.experiment_id], query, run_view_type=ViewType.ACTIVE_ONLY,
                                         max_results=1, order_by=["attributes.start_time ASC"])
         if found:
@@ -123,7 +124,8 @@ class Tracker:
 
     def running_children(self, study: str) -> dict[int, str]:
         """Trial number → run id of the trial runs of ``study`` still marked RUNNING."""
-        query = f"tags.{ROLE_TAG} = 'trial' and tags.{STUDY_TAG} = '{study}' and attributes.status = '{RUNNING}'"
+        query = (f"tags.{ROLE_TAG} = 'trial' and tags.{STUDY_TAG} = '{self._text(study)}' "
+                 f"and attributes.status = '{RUNNING}'")
         runs = self.client.search_runs([self.experiment_id], query, max_results=10_000)
         return {int(r.data.tags[TRIAL_TAG]): r.info.run_id for r in runs}
 
