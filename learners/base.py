@@ -7,10 +7,11 @@ optimiser, the MultiStepLR schedule, periodic validation and divergence checks.
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass, fields
-from typing import Callable, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import nn
@@ -125,20 +126,38 @@ class TrainingData:
     def episodes(self, tasks: int, ways: int | None = None, queries: int | None = None,
                  shots: int | None = None) -> Episodes:
         """``tasks`` training episodes of the run's shape, optionally with other numbers of ways, queries or shots."""
-        shape = (ways or self.spec.ways, shots or self.spec.shots, queries or self.spec.queries)
+        return self._sampler((ways or self.spec.ways, shots or self.spec.shots, queries or self.spec.queries)
+                             ).sample(tasks)
+
+    def batch(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """An ordinary mini-batch of images and class indices over all training classes."""
+        return self._labelled_batches().sample(batch_size)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where every stream drawn from so far stands (see :class:`FitState`)."""
+        return {"episodes": {shape: sampler.generator.get_state() for shape, sampler in self._samplers.items()},
+                "batches": None if self._batches is None else self._batches.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue every stream from ``state`` (of the same split, shape and seed)."""
+        for shape, generator_state in state["episodes"].items():
+            self._sampler(tuple(shape)).generator.set_state(generator_state)
+        if state["batches"] is not None:
+            self._labelled_batches().generator.set_state(state["batches"])
+
+    def _sampler(self, shape: tuple[int, int, int]) -> EpisodeSampler:
         if shape not in self._samplers:
             ways, shots, queries = shape
             # Each shape has its own stream; the run's own shape keeps the seed it always had.
             seed = (self.seed + ways + (0 if queries == self.spec.queries else 7919 * queries)
                     + (0 if shots == self.spec.shots else 104729 * shots))
             self._samplers[shape] = EpisodeSampler(self.split, TaskSpec(ways, shots, queries), seed, self.device)
-        return self._samplers[shape].sample(tasks)
+        return self._samplers[shape]
 
-    def batch(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """An ordinary mini-batch of images and class indices over all training classes."""
+    def _labelled_batches(self) -> LabelledBatches:
         if self._batches is None:
             self._batches = LabelledBatches(self.split, self.seed, self.device)
-        return self._batches.sample(batch_size)
+        return self._batches
 
 
 class Learner(nn.Module):
@@ -246,8 +265,35 @@ class ValidationPoint:
 ValidationCallback = Callable[[ValidationPoint], None]
 
 
+@dataclass
+class FitState:
+    """A training run after its validation at ``step``: what :func:`fit` needs to continue it exactly
+    (saved and loaded by :mod:`learners.checkpoint`)."""
+
+    step: int
+    history: list[ValidationPoint]
+    model: dict[str, Any]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    data: dict[str, Any]      # TrainingData.state_dict()
+    rng: dict[str, Any]       # torch's global generators
+
+    @staticmethod
+    def global_rng() -> dict[str, Any]:
+        state = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def restore_global_rng(self) -> None:
+        torch.set_rng_state(self.rng["cpu"])
+        if "cuda" in self.rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(self.rng["cuda"])
+
+
 def fit(learner: Learner, train: TrainingData, val: ImageSplit | None, budget: Budget, val_seed: int,
-        on_validation: ValidationCallback | None = None, progress: bool = True) -> list[ValidationPoint]:
+        on_validation: ValidationCallback | None = None, progress: bool = True, resume: FitState | None = None,
+        on_checkpoint: Callable[[FitState], None] | None = None) -> list[ValidationPoint]:
     """Train for ``budget.iterations`` steps, validating every ``budget.val_interval`` steps and at the end.
 
     Validation always uses the episodes fixed by ``val_seed``, so runs are compared on the same tasks.
@@ -259,9 +305,13 @@ def fit(learner: Learner, train: TrainingData, val: ImageSplit | None, budget: B
         budget: iterations, validation interval and validation episodes.
         val_seed: fixes the validation episodes.
         on_validation: called with each validation point (the pruner's hook: it may raise to stop).
+        resume: a state from ``on_checkpoint`` of a run of the same learner, hyperparameters and data: training
+            continues after its step, and ends as the run never stopped would (bit-identical on the CPU).
+        on_checkpoint: called with the run's state after each validation (after ``on_validation``, so that a
+            resumed run never reports a validation twice).
 
     Returns:
-        The validation history, one point per validation.
+        The validation history, one point per validation (with ``resume``: its points, then the new ones).
 
     Raises:
         TrainingDiverged: the loss became NaN or infinite.
@@ -270,11 +320,19 @@ def fit(learner: Learner, train: TrainingData, val: ImageSplit | None, budget: B
     milestones = milestone_steps(learner.hparams.milestones, budget.iterations)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=learner.hparams.gamma)
     history: list[ValidationPoint] = []
+    first = 1
+    if resume is not None:
+        learner.load_state_dict(resume.model)
+        optimizer.load_state_dict(resume.optimizer)
+        scheduler.load_state_dict(resume.scheduler)
+        train.load_state_dict(resume.data)
+        resume.restore_global_rng()
+        history, first = list(resume.history), resume.step + 1
     losses: list[float] = []
-    start = time.perf_counter()
+    start = time.perf_counter() - (history[-1].seconds if history else 0.0)
     learner.train()
-    bar = tqdm(range(1, budget.iterations + 1), desc=f"train {type(learner).__name__}", unit="it",
-               disable=not progress, leave=False, dynamic_ncols=True)
+    bar = tqdm(range(first, budget.iterations + 1), desc=f"train {type(learner).__name__}", unit="it",
+               initial=first - 1, total=budget.iterations, disable=not progress, leave=False, dynamic_ncols=True)
     for step in bar:
         optimizer.zero_grad(set_to_none=True)
         loss = learner.train_step(train, step, budget.iterations)
@@ -292,5 +350,10 @@ def fit(learner: Learner, train: TrainingData, val: ImageSplit | None, budget: B
             bar.set_postfix(loss=f"{point.train_loss:.3f}", val=f"{acc:.3f}")
             if on_validation is not None:
                 on_validation(point)
+            if on_checkpoint is not None:
+                # Copies: state dicts share the tensors that the next step changes in place.
+                on_checkpoint(FitState(step, list(history), copy.deepcopy(learner.state_dict()),
+                                       copy.deepcopy(optimizer.state_dict()), scheduler.state_dict(),
+                                       train.state_dict(), FitState.global_rng()))
     bar.close()
     return history

@@ -18,7 +18,8 @@ import torch
 from learners.base import (SEED_LIMIT, Budget, Learner, TrainingData, ValidationCallback, ValidationPoint, evaluation_seed, fit,
                            mean_ci95)
 from learners.data import DataError, DatasetSplits, TaskSpec, default_split, load_dataset
-from learners.registry import build_learner, learner_class
+from learners.checkpoint import load_checkpoint, save_checkpoint
+from learners.registry import build_learner, hparams_with_defaults, learner_class
 
 
 @dataclass(frozen=True)
@@ -151,15 +152,24 @@ class TrainingSetup:
         return TrainingData(self.data.train, self.spec, self.seed, self.device)
 
     def train(self, hparams: dict[str, Any], on_validation: ValidationCallback | None = None,
-              progress: bool = True) -> tuple[Learner, list[ValidationPoint]]:
+              progress: bool = True, checkpoint: Path | None = None) -> tuple[Learner, list[ValidationPoint]]:
         """Build and train a learner; validation runs on the setup's fixed validation episodes.
+
+        With ``checkpoint``, the run's state is saved there after every validation, and a run that finds one
+        there (of the same learner and hyperparameters) continues from it: a killed run loses at most one
+        validation interval, and ends as if never stopped (bit-identical on the CPU).
 
         Raises:
             TrainingDiverged: the loss became NaN or infinite.
+            CheckpointError: ``checkpoint`` is unreadable or of another run.
         """
         learner = self.build(hparams)
+        every = hparams_with_defaults(self.learner, hparams)
+        resume = load_checkpoint(checkpoint, self.learner, every) if checkpoint and checkpoint.exists() else None
         history = fit(learner, self.training_data(), self.data.val, self.budget, evaluation_seed(self.seed, "val"),
-                      on_validation=on_validation, progress=progress)
+                      on_validation=on_validation, progress=progress, resume=resume,
+                      on_checkpoint=None if checkpoint is None else
+                      lambda state: save_checkpoint(checkpoint, self.learner, every, state))
         return learner, history
 
     def test(self, learner: Learner, episodes: int, progress: bool = False) -> tuple[float, float]:
@@ -169,11 +179,12 @@ class TrainingSetup:
 
 
 def train_and_test(config: RunConfig, data: DatasetSplits | None = None, progress: bool = True,
-                   on_validation: ValidationCallback | None = None) -> RunResult:
-    """Train with ``fit`` and score on ``config.test_episodes`` fixed test episodes."""
+                   on_validation: ValidationCallback | None = None, checkpoint: Path | None = None) -> RunResult:
+    """Train with ``fit`` and score on ``config.test_episodes`` fixed test episodes; ``checkpoint`` as in
+    :meth:`TrainingSetup.train`."""
     setup = TrainingSetup.of_run(config, data)
     start = time.perf_counter()
-    learner, history = setup.train(config.hparams, on_validation, progress)
+    learner, history = setup.train(config.hparams, on_validation, progress, checkpoint)
     trained = time.perf_counter()
     accuracy, ci95 = setup.test(learner, config.test_episodes, progress)
     return RunResult(config, asdict(learner.hparams), learner.bn_at_test, str(learner.device), accuracy, ci95,

@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 import types
+from pathlib import Path
 from typing import Any, Sequence, Union, get_args, get_origin
 
 from learners.base import TrainingDiverged
@@ -75,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backbone", help="shortcut for --set backbone=NAME")
     parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                         help="override a learner hyperparameter (repeatable)")
+    parser.add_argument("--save", type=Path, metavar="PATH",
+                        help="save the run's state (model, optimiser, random streams) here after every validation; "
+                             "a run that finds one there continues from it")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of text")
     return parser
 
@@ -106,9 +110,12 @@ def describe(result: RunResult) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        result = train_and_test(config_from_args(args))
+        result = train_and_test(config_from_args(args), checkpoint=args.save)
     except TrainingDiverged as error:
         print(f"error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:  # writing the checkpoint: disk full, folder missing or not writable
+        print(f"error: --save {args.save}: {error.strerror or error}", file=sys.stderr)
         return 1
     except ValueError as error:  # DataError, UsageError and hyperparameter checks: the user's input
         print(f"error: {error}", file=sys.stderr)
