@@ -71,8 +71,9 @@ def _study_text(path: Path, file: str) -> str:
     except UnicodeDecodeError as e:
         raise ConfigError(f"not UTF-8 text (byte {data[e.start]:#04x} at offset {e.start}); a study file is YAML "
                           f"saved as UTF-8", file=file) from None
-    if "\0" in text:
-        raise ConfigError(f"not a text file (a NUL byte at offset {text.index(chr(0))})", file=file)
+    nul = text.find("\0")
+    if nul >= 0:
+        raise ConfigError(f"not a text file (a NUL byte at offset {nul})", file=file)
     return text
 
 

@@ -46,12 +46,13 @@ def load_data(config: StudyConfig) -> DatasetSplits:
         raise ConfigError(f"unknown dataset '{dataset.name}' (choose from {', '.join(DATASETS)})", "dataset.name")
     if dataset.root is not None and not dataset.root.is_dir():
         raise ConfigError(f"no such directory: {dataset.root}", "dataset.root")
+    spec = task_spec(config)
     try:
         data = load_dataset(dataset.name, dataset.root, dataset.split, dataset.cache_dir, dataset.download)
-        data.check_spec(task_spec(config))
+        data.check_spec(spec)
     except DataError as e:  # the message names the setting (ways=..., shots+queries=...)
         raise ConfigError(str(e), "dataset") from None
-    check_training_shapes(config, task_spec(config), data.train)
+    check_training_shapes(config, spec, data.train)
     return data
 
 
