@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +20,8 @@ def quiet_logging() -> None:
         handler.addFilter(drop_reported_tracebacks)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # MLflow draws a bar for every artifact download (each checkpoint a retried trial reads): not ours to show.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def drop_reported_tracebacks(record: logging.LogRecord) -> bool:

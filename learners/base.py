@@ -38,6 +38,11 @@ class HParams:
     # MultiStepLR milestones as fractions of the training budget, so they survive budget changes.
     milestones: tuple[float, ...] = (0.5,)
     gamma: float = 0.5
+    # Early stopping, counted in validations: stop after `patience` validations that did not beat the best
+    # validation accuracy so far by more than `min_delta` (None: train the whole budget). Hyperparameters, not
+    # budget fields, so that a study can search them like any other.
+    patience: int | None = None
+    min_delta: float = 0.0
 
     def __post_init__(self) -> None:
         for field in fields(self):  # NaN passes every comparison below, and inf is never meant
@@ -57,6 +62,9 @@ class HParams:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
         if self.gamma <= 0:
             raise ValueError(f"gamma must be positive, got {self.gamma}")
+        self.require_at_least_one("patience")
+        if self.min_delta < 0:
+            raise ValueError(f"min_delta must be at least 0, got {self.min_delta}")
 
     #: The hyperparameters that change the shape of the training episodes (see :meth:`training_shape`).
     TRAINING_SHAPE_FIELDS: ClassVar[tuple[str, ...]] = ()
@@ -106,13 +114,25 @@ def evaluation_seed(seed: int, split: str) -> int:
     return seed + {"val": 1_000, "test": 2_000}[split]
 
 
+SELECTIONS = ("last", "best")
+
+
 @dataclass(frozen=True)
 class Budget:
-    """How long to train and how often to validate."""
+    """How long to train, how often to validate, and which model a run keeps.
+
+    ``select``: ``last``, the model at the end of training, or ``best``, the model of the best validation (the
+    last one that beat the best before it by more than the learner's ``min_delta``).
+    """
 
     iterations: int = 1000
     val_interval: int = 200
     val_episodes: int = 100
+    select: str = "last"
+
+    def __post_init__(self) -> None:
+        if self.select not in SELECTIONS:
+            raise ValueError(f"select must be one of {', '.join(SELECTIONS)}, got '{self.select}'")
 
 
 class TrainingData:
@@ -266,6 +286,27 @@ ValidationCallback = Callable[[ValidationPoint], None]
 
 
 @dataclass
+class Selection:
+    """The best validation so far and the early-stopping count: which model a run keeps, and when it stops."""
+
+    best_step: int = 0
+    best_accuracy: float = -math.inf
+    validations_without_improvement: int = 0
+
+    def update(self, point: ValidationPoint, min_delta: float) -> bool:
+        """Count ``point``; True when it is the new best."""
+        if point.val_accuracy > self.best_accuracy + min_delta:
+            self.best_step, self.best_accuracy, self.validations_without_improvement = (point.step,
+                                                                                        point.val_accuracy, 0)
+            return True
+        self.validations_without_improvement += 1
+        return False
+
+    def patience_ran_out(self, patience: int | None) -> bool:
+        return patience is not None and self.validations_without_improvement >= patience
+
+
+@dataclass
 class FitState:
     """A training run after its validation at ``step``: what :func:`fit` needs to continue it exactly
     (saved and loaded by :mod:`learners.checkpoint`)."""
@@ -277,6 +318,17 @@ class FitState:
     scheduler: dict[str, Any]
     data: dict[str, Any]      # TrainingData.state_dict()
     rng: dict[str, Any]       # torch's global generators
+    selection: Selection
+    # select: best, once a later validation did not beat it: the weights of the best validation's step.
+    best_model: dict[str, Any] | None
+
+    @property
+    def selected_step(self) -> int:
+        """The step of the model the run keeps so far (``model``'s own step unless ``best_model`` is set)."""
+        return self.step if self.best_model is None else self.selection.best_step
+
+    def selected_model(self) -> dict[str, Any]:
+        return self.model if self.best_model is None else self.best_model
 
     @staticmethod
     def global_rng() -> dict[str, Any]:
@@ -291,18 +343,33 @@ class FitState:
             torch.cuda.set_rng_state_all(self.rng["cuda"])
 
 
+STOP_REASONS = ("budget", "early_stopping")
+
+
+@dataclass
+class FitResult:
+    """How a run ended: its validations, where and why it stopped, and the model it kept (now in the learner)."""
+
+    history: list[ValidationPoint]
+    stopped_at: int              # the last step trained
+    stop_reason: str             # one of STOP_REASONS
+    selected: ValidationPoint | None  # the validation of the kept model (None: the run had no validation)
+
+
 def fit(learner: Learner, train: TrainingData, val: ImageSplit | None, budget: Budget, val_seed: int,
         on_validation: ValidationCallback | None = None, progress: bool = True, resume: FitState | None = None,
-        on_checkpoint: Callable[[FitState], None] | None = None) -> list[ValidationPoint]:
-    """Train for ``budget.iterations`` steps, validating every ``budget.val_interval`` steps and at the end.
+        on_checkpoint: Callable[[FitState], None] | None = None) -> FitResult:
+    """Train for ``budget.iterations`` steps, validating every ``budget.val_interval`` steps and at the end;
+    stop early once the learner's ``patience`` validations in a row brought no improvement.
 
     Validation always uses the episodes fixed by ``val_seed``, so runs are compared on the same tasks.
+    At the end the learner holds the model ``budget.select`` keeps: the last, or the best validation's.
 
     Args:
         learner: the learner to train (in place).
         train: the seeded training episodes and batches.
         val: the validation split (``None``: no validation, e.g. to time steps).
-        budget: iterations, validation interval and validation episodes.
+        budget: iterations, validation interval and episodes, and which model to keep.
         val_seed: fixes the validation episodes.
         on_validation: called with each validation point (the pruner's hook: it may raise to stop).
         resume: a state from ``on_checkpoint`` of a run of the same learner, hyperparameters and data: training
@@ -311,7 +378,8 @@ def fit(learner: Learner, train: TrainingData, val: ImageSplit | None, budget: B
             resumed run never reports a validation twice).
 
     Returns:
-        The validation history, one point per validation (with ``resume``: its points, then the new ones).
+        The validation history (with ``resume``: its points, then the new ones), where and why training
+        stopped, and the kept model's validation.
 
     Raises:
         TrainingDiverged: the loss became NaN or infinite.
@@ -320,6 +388,7 @@ def fit(learner: Learner, train: TrainingData, val: ImageSplit | None, budget: B
     milestones = milestone_steps(learner.hparams.milestones, budget.iterations)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=learner.hparams.gamma)
     history: list[ValidationPoint] = []
+    selection, best_weights = Selection(), None  # best_weights: select best, the best validation's weights
     first = 1
     if resume is not None:
         learner.load_state_dict(resume.model)
@@ -328,11 +397,18 @@ def fit(learner: Learner, train: TrainingData, val: ImageSplit | None, budget: B
         train.load_state_dict(resume.data)
         resume.restore_global_rng()
         history, first = list(resume.history), resume.step + 1
+        selection = copy.deepcopy(resume.selection)
+        best_weights = copy.deepcopy(resume.selected_model()) if budget.select == "best" else None
+    patience, min_delta = learner.hparams.patience, learner.hparams.min_delta
+    # A resumed run whose checkpoint is of the validation that stopped it early has nothing left to train.
+    stopped_early = selection.patience_ran_out(patience) and first <= budget.iterations
+    step = first - 1
     losses: list[float] = []
     start = time.perf_counter() - (history[-1].seconds if history else 0.0)
     learner.train()
-    bar = tqdm(range(first, budget.iterations + 1), desc=f"train {type(learner).__name__}", unit="it",
-               initial=first - 1, total=budget.iterations, disable=not progress, leave=False, dynamic_ncols=True)
+    bar = tqdm(range(first, budget.iterations + 1) if not stopped_early else range(0),
+               desc=f"train {type(learner).__name__}", unit="it", initial=first - 1, total=budget.iterations,
+               disable=not progress, leave=False, dynamic_ncols=True)
     for step in bar:
         optimizer.zero_grad(set_to_none=True)
         loss = learner.train_step(train, step, budget.iterations)
@@ -350,10 +426,21 @@ def fit(learner: Learner, train: TrainingData, val: ImageSplit | None, budget: B
             bar.set_postfix(loss=f"{point.train_loss:.3f}", val=f"{acc:.3f}")
             if on_validation is not None:
                 on_validation(point)
+            if selection.update(point, min_delta) and budget.select == "best":
+                best_weights = copy.deepcopy(learner.state_dict())
             if on_checkpoint is not None:
                 # Copies: state dicts share the tensors that the next step changes in place.
                 on_checkpoint(FitState(step, list(history), copy.deepcopy(learner.state_dict()),
                                        copy.deepcopy(optimizer.state_dict()), scheduler.state_dict(),
-                                       train.state_dict(), FitState.global_rng()))
+                                       train.state_dict(), FitState.global_rng(), copy.deepcopy(selection),
+                                       best_weights if selection.best_step != step else None))
+            if selection.patience_ran_out(patience) and step < budget.iterations:
+                stopped_early = True
+                break
     bar.close()
-    return history
+    if best_weights is not None and selection.best_step != step:
+        learner.load_state_dict(best_weights)
+    by_step = {point.step: point for point in history}
+    selected = by_step.get(selection.best_step if budget.select == "best" else step)
+    return FitResult(history, stopped_at=step, stop_reason="early_stopping" if stopped_early else "budget",
+                     selected=selected)

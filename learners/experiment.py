@@ -11,14 +11,14 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
-from learners.base import (SEED_LIMIT, Budget, Learner, TrainingData, ValidationCallback, ValidationPoint, evaluation_seed, fit,
-                           mean_ci95)
+from learners.base import (SEED_LIMIT, Budget, FitResult, FitState, Learner, TrainingData, ValidationCallback,
+                           ValidationPoint, evaluation_seed, fit, mean_ci95)
+from learners.checkpoint import CheckpointError, SavedModel, load_checkpoint, save_checkpoint
 from learners.data import DataError, DatasetSplits, TaskSpec, default_split, load_dataset
-from learners.checkpoint import load_checkpoint, save_checkpoint
 from learners.registry import build_learner, hparams_with_defaults, learner_class
 
 
@@ -38,6 +38,7 @@ class RunConfig:
     test_episodes: int = 1000
     val_interval: int = Budget.val_interval
     val_episodes: int = Budget.val_episodes
+    select: str = Budget.select      # last | best: the model that is tested
     device: str = "auto"             # auto | cpu | cuda
     hparams: dict[str, Any] = field(default_factory=dict)  # overrides of the learner's defaults
 
@@ -58,7 +59,7 @@ class RunConfig:
 
     @property
     def budget(self) -> Budget:
-        return Budget(self.iterations, self.val_interval, self.val_episodes)
+        return Budget(self.iterations, self.val_interval, self.val_episodes, self.select)
 
     @property
     def data_root(self) -> Path:
@@ -74,6 +75,8 @@ class RunResult:
     test_accuracy: float
     test_ci95: float
     history: list[ValidationPoint]
+    stop_reason: str                 # budget | early_stopping
+    selected_step: int               # the step of the tested model
     train_seconds: float
     test_seconds: float
 
@@ -82,7 +85,8 @@ class RunResult:
         return {**asdict(self.config), "hparams": self.hparams, "bn_at_test": self.bn_at_test,
                 "device": self.device, "test_accuracy": self.test_accuracy,
                 "test_ci95": self.test_ci95 if math.isfinite(self.test_ci95) else None,  # NaN for 1 episode: not JSON
-                "history": [asdict(point) for point in self.history], "train_seconds": self.train_seconds,
+                "history": [asdict(point) for point in self.history], "stop_reason": self.stop_reason,
+                "selected_step": self.selected_step, "train_seconds": self.train_seconds,
                 "test_seconds": self.test_seconds, "seconds": self.train_seconds + self.test_seconds}
 
 
@@ -115,7 +119,7 @@ class TrainingSetup:
 
         setup = TrainingSetup("protonet", data, TaskSpec(5, 1, 15), Budget(2000), seed=0,
                               device=resolve_device("auto"))
-        learner, history = setup.train({"lr": 0.002})
+        learner, result = setup.train({"lr": 0.002})
         accuracy, ci95 = setup.test(learner, episodes=1000)
     """
 
@@ -152,25 +156,34 @@ class TrainingSetup:
         return TrainingData(self.data.train, self.spec, self.seed, self.device)
 
     def train(self, hparams: dict[str, Any], on_validation: ValidationCallback | None = None,
-              progress: bool = True, checkpoint: Path | None = None) -> tuple[Learner, list[ValidationPoint]]:
-        """Build and train a learner; validation runs on the setup's fixed validation episodes.
+              progress: bool = True, resume: FitState | None = None,
+              on_checkpoint: Callable[[FitState], None] | None = None) -> tuple[Learner, FitResult]:
+        """Build and train a learner; validation runs on the setup's fixed validation episodes. The learner
+        returned holds the model the budget's ``select`` keeps.
 
-        With ``checkpoint``, the run's state is saved there after every validation, and a run that finds one
-        there (of the same learner and hyperparameters) continues from it: a killed run loses at most one
-        validation interval, and ends as if never stopped (bit-identical on the CPU).
+        ``resume`` and ``on_checkpoint`` are :func:`~learners.base.fit`'s: continue from a state, and receive
+        one after every validation (a killed run loses at most one validation interval, and ends as if never
+        stopped: bit-identical on the CPU).
 
         Raises:
             TrainingDiverged: the loss became NaN or infinite.
-            CheckpointError: ``checkpoint`` is unreadable or of another run.
         """
         learner = self.build(hparams)
-        every = hparams_with_defaults(self.learner, hparams)
-        resume = load_checkpoint(checkpoint, self.learner, every) if checkpoint and checkpoint.exists() else None
-        history = fit(learner, self.training_data(), self.data.val, self.budget, evaluation_seed(self.seed, "val"),
-                      on_validation=on_validation, progress=progress, resume=resume,
-                      on_checkpoint=None if checkpoint is None else
-                      lambda state: save_checkpoint(checkpoint, self.learner, every, state))
-        return learner, history
+        result = fit(learner, self.training_data(), self.data.val, self.budget, evaluation_seed(self.seed, "val"),
+                     on_validation=on_validation, progress=progress, resume=resume, on_checkpoint=on_checkpoint)
+        return learner, result
+
+    def load(self, model: SavedModel) -> Learner:
+        """The learner of a kept model, built for this setup's data and episode shape.
+
+        Raises:
+            CheckpointError: the model is of another learner.
+        """
+        if model.learner != self.learner:
+            raise CheckpointError(f"the model is of {model.learner}, not of {self.learner}")
+        learner = self.build(model.hparams)
+        learner.load_state_dict(model.weights)
+        return learner
 
     def test(self, learner: Learner, episodes: int, progress: bool = False) -> tuple[float, float]:
         """Mean accuracy and 95% CI half-width on ``episodes`` test episodes fixed by the setup's seed."""
@@ -180,12 +193,26 @@ class TrainingSetup:
 
 def train_and_test(config: RunConfig, data: DatasetSplits | None = None, progress: bool = True,
                    on_validation: ValidationCallback | None = None, checkpoint: Path | None = None) -> RunResult:
-    """Train with ``fit`` and score on ``config.test_episodes`` fixed test episodes; ``checkpoint`` as in
-    :meth:`TrainingSetup.train`."""
+    """Train with ``fit`` and score on ``config.test_episodes`` fixed test episodes.
+
+    With ``checkpoint``, the run's state is saved there after every validation, and a run that finds one there
+    (of the same learner and hyperparameters) continues from it; the finished run leaves its last state there,
+    which :func:`learners.checkpoint.load_model` reads like a study's kept model.
+
+    Raises:
+        CheckpointError: ``checkpoint`` is unreadable or of another run.
+        OSError: ``checkpoint`` cannot be written.
+    """
     setup = TrainingSetup.of_run(config, data)
+    every = hparams_with_defaults(config.learner, config.hparams)
+    resume = load_checkpoint(checkpoint, config.learner, every) if checkpoint and checkpoint.exists() else None
     start = time.perf_counter()
-    learner, history = setup.train(config.hparams, on_validation, progress, checkpoint)
+    learner, fitted = setup.train(config.hparams, on_validation, progress, resume,
+                                  None if checkpoint is None else
+                                  lambda state: save_checkpoint(checkpoint, config.learner, every, state))
     trained = time.perf_counter()
     accuracy, ci95 = setup.test(learner, config.test_episodes, progress)
     return RunResult(config, asdict(learner.hparams), learner.bn_at_test, str(learner.device), accuracy, ci95,
-                     history, trained - start, time.perf_counter() - trained)
+                     fitted.history, fitted.stop_reason,
+                     fitted.stopped_at if fitted.selected is None else fitted.selected.step,
+                     trained - start, time.perf_counter() - trained)

@@ -72,13 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--test-episodes", type=int, default=defaults.test_episodes)
     parser.add_argument("--val-interval", type=int, default=defaults.val_interval, help="steps between validations")
     parser.add_argument("--val-episodes", type=int, default=defaults.val_episodes)
+    parser.add_argument("--select", default=defaults.select, choices=["last", "best"],
+                        help="the model to test: the last, or the best validation's (default: last)")
     parser.add_argument("--device", default=defaults.device, choices=["auto", "cpu", "cuda"])
     parser.add_argument("--backbone", help="shortcut for --set backbone=NAME")
     parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                         help="override a learner hyperparameter (repeatable)")
     parser.add_argument("--save", type=Path, metavar="PATH",
                         help="save the run's state (model, optimiser, random streams) here after every validation; "
-                             "a run that finds one there continues from it")
+                             "a run that finds one there continues from it, and the finished run's file holds "
+                             "the tested model")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of text")
     return parser
 
@@ -90,7 +93,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     return RunConfig(learner=args.learner, dataset=args.dataset, split=args.split, root=args.root, ways=args.ways,
                      shots=args.shots, queries=args.queries, iterations=args.iterations, seed=args.seed,
                      test_episodes=args.test_episodes, val_interval=args.val_interval,
-                     val_episodes=args.val_episodes, device=args.device, hparams=hparams)
+                     val_episodes=args.val_episodes, select=args.select, device=args.device, hparams=hparams)
 
 
 def describe(result: RunResult) -> str:
@@ -99,9 +102,13 @@ def describe(result: RunResult) -> str:
              f"{c.iterations} iterations, seed {c.seed}, {result.device}",
              f"test accuracy: {100 * result.test_accuracy:.2f}% ± {100 * result.test_ci95:.2f}% "
              f"(95% CI over {c.test_episodes} episodes)"]
-    if result.history:
-        lines.append(f"last validation accuracy: {100 * result.history[-1].val_accuracy:.2f}% "
-                     f"at step {result.history[-1].step}")
+    if result.stop_reason == "early_stopping":
+        lines.append(f"stopped early at step {result.history[-1].step} "
+                     f"(patience {result.hparams['patience']} validations)")
+    tested = next((p for p in result.history if p.step == result.selected_step), None)
+    if tested is not None:
+        lines.append(f"tested model: step {tested.step} ({c.select}), validation accuracy "
+                     f"{100 * tested.val_accuracy:.2f}%")
     lines += [f"batch norm at test: {result.bn_at_test} statistics",
               f"wall time: {result.train_seconds:.1f} s training, {result.test_seconds:.1f} s testing"]
     return "\n".join(lines)

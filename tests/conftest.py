@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 from typing import Iterator
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from learners.data import DatasetSplits, load_dataset
-from tests.helpers import REPO
+from tests.helpers import PASSWORD, REPO, connect_to_postgres
 
 # Real data lives next to the checkout (see ../shared/data/README.md), never inside it.
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -54,3 +55,18 @@ def omniglot_first_load(omniglot_root: Path, omniglot_cache: Path) -> tuple[Data
     start = time.perf_counter()
     splits = load_dataset("omniglot", root=omniglot_root, split="vinyals", cache_dir=omniglot_cache)
     return splits, time.perf_counter() - start
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    """A fresh database, dropped afterwards, as a URL carrying a password (trust auth ignores it)."""
+    admin = connect_to_postgres()
+    database = f"hpo_test_{uuid.uuid4().hex[:12]}"
+    with admin.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{database}"')
+    try:
+        yield f"postgresql://{admin.info.user}:{PASSWORD}@127.0.0.1:5432/{database}"
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        admin.close()

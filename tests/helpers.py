@@ -6,6 +6,7 @@ Test modules import from here, never from one another.
 from __future__ import annotations
 
 import copy
+import getpass
 import os
 import sqlite3
 import subprocess
@@ -200,6 +201,30 @@ def parent_run(where: Path | str, name: str) -> Run:
     """The one parent run of study ``name``."""
     [parent] = runs(where, name, "parent")
     return parent
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+# The password of the PostgreSQL URLs (trust auth ignores it): in the user info, with ':' and a percent-encoded '@'.
+PASSWORD = "Qz:8v%40Jx4k"
+
+
+def connect_to_postgres() -> Any:
+    """An autocommit connection to the server's ``postgres`` database; skips when no server answers."""
+    psycopg2 = pytest.importorskip("psycopg2")
+    errors = []
+    for user in dict.fromkeys((getpass.getuser(), "postgres")):
+        try:
+            connection = psycopg2.connect(host="127.0.0.1", port=5432, dbname="postgres", user=user,
+                                          connect_timeout=5)
+        except psycopg2.OperationalError as e:
+            errors.append(str(e).strip().splitlines()[0])
+            continue
+        connection.autocommit = True
+        return connection
+    if all("Connection refused" in e or "could not connect" in e for e in errors):
+        pytest.skip(f"no PostgreSQL server at 127.0.0.1:5432 ({errors[0]})")
+    raise AssertionError(f"PostgreSQL at 127.0.0.1:5432 refused every user: {errors}")
 
 
 # --------------------------------------------------------------------------- checks

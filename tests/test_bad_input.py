@@ -276,6 +276,18 @@ CASES: dict[str, Case] = {
                                study_dict(test={"episodes": 0})),
     "zero validation episodes": Case("budget.val_episodes: Input should be greater than 0",
                                      study_with("budget", val_episodes=0)),
+    "patience below 1": Case("error: study.yaml: budget.early_stopping.patience: Input should be greater than 0",
+                             study_with("budget", early_stopping={"patience": 0})),
+    "patience below 1 in a learner's space": Case(
+        f"error: study.yaml: {SPACE}.patience: patience must be at least 1, got 0",
+        learner_study({"lr": LR, "patience": int_range(0, 5)})),
+    "negative min_delta": Case("budget.early_stopping.min_delta: Input should be greater than or equal to 0",
+                               study_with("budget", early_stopping={"patience": 3, "min_delta": -0.1})),
+    "unknown model selection": Case("error: study.yaml: budget.select: Input should be 'last' or 'best'",
+                                    study_with("budget", select="first")),
+    "no model kept and none re-trained": Case(
+        "error: study.yaml: checkpoints.keep: none keeps no model for the final test; set test.retrain: true",
+        study_dict(checkpoints={"keep": "none"})),
     "zero heartbeat interval": Case("search.heartbeat_interval: Input should be greater than 0",
                                     study_with("search", heartbeat_interval=0)),
     "hyperband reduction factor of 1": Case(

@@ -35,6 +35,14 @@ def setup(synthetic) -> TrainingSetup:
     return TrainingSetup("protonet", synthetic, TaskSpec(3, 1, 2), BUDGET, seed=3, device=torch.device("cpu"))
 
 
+def train_with_file(run: TrainingSetup, hparams: dict, path: Path, on_validation=None):
+    """Train, saving the state to ``path`` after every validation, and continuing from it when it exists."""
+    every = hparams_with_defaults(run.learner, hparams)
+    resume = load_checkpoint(path, run.learner, every) if path.exists() else None
+    return run.train(hparams, on_validation, progress=False, resume=resume,
+                     on_checkpoint=lambda state: save_checkpoint(path, run.learner, every, state))
+
+
 def curve(history) -> list[tuple]:
     return [(p.step, p.val_accuracy, p.train_loss, p.lr) for p in history]  # seconds differ, of course
 
@@ -42,7 +50,7 @@ def curve(history) -> list[tuple]:
 @pytest.mark.parametrize("learner", list(RUNS))
 def test_a_stopped_run_continues_bit_identically(learner: str, synthetic, tmp_path: Path) -> None:
     run = TrainingSetup(learner, synthetic, TaskSpec(3, 1, 2), BUDGET, seed=3, device=torch.device("cpu"))
-    reference, reference_history = run.train(RUNS[learner], progress=False)
+    reference, reference_run = run.train(RUNS[learner], progress=False)
 
     def stop_at_step_4(point) -> None:
         if point.step == 4:
@@ -50,27 +58,27 @@ def test_a_stopped_run_continues_bit_identically(learner: str, synthetic, tmp_pa
 
     path = tmp_path / "run.pt"
     with pytest.raises(Stop):
-        run.train(RUNS[learner], stop_at_step_4, progress=False, checkpoint=path)
+        train_with_file(run, RUNS[learner], path, stop_at_step_4)
     assert load_checkpoint(path, learner, hparams_with_defaults(learner, RUNS[learner])).step == 2
     torch.manual_seed(12345)  # another process would start from another global state
-    resumed, resumed_history = run.train(RUNS[learner], progress=False, checkpoint=path)
-    assert curve(resumed_history) == curve(reference_history)
+    resumed, resumed_run = train_with_file(run, RUNS[learner], path)
+    assert curve(resumed_run.history) == curve(reference_run.history)
     for name, tensor in reference.state_dict().items():
         assert torch.equal(tensor, resumed.state_dict()[name]), name
 
 
 def test_a_checkpoint_of_another_run_is_refused(synthetic, tmp_path: Path) -> None:
     path = tmp_path / "run.pt"
-    setup(synthetic).train({"lr": 0.002}, progress=False, checkpoint=path)
+    train_with_file(setup(synthetic), {"lr": 0.002}, path)
     with pytest.raises(CheckpointError, match="is a checkpoint of protonet with other lr, not of this run"):
-        setup(synthetic).train({"lr": 0.003}, progress=False, checkpoint=path)
+        train_with_file(setup(synthetic), {"lr": 0.003}, path)
     with pytest.raises(CheckpointError, match="is a checkpoint of protonet, not of this run"):
         load_checkpoint(path, "maml", hparams_with_defaults("maml", {}))
 
 
 def test_a_truncated_checkpoint_is_one_line(synthetic, tmp_path: Path) -> None:
     path = tmp_path / "run.pt"
-    setup(synthetic).train({}, progress=False, checkpoint=path)
+    train_with_file(setup(synthetic), {}, path)
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(CheckpointError, match=f"cannot read the checkpoint {path}"):
         load_checkpoint(path, "protonet", hparams_with_defaults("protonet", {}))
@@ -79,7 +87,7 @@ def test_a_truncated_checkpoint_is_one_line(synthetic, tmp_path: Path) -> None:
 def test_a_failed_save_leaves_the_previous_checkpoint(synthetic, tmp_path: Path) -> None:
     path = tmp_path / "run.pt"
     states = []
-    setup(synthetic).train({}, progress=False, checkpoint=path)
+    train_with_file(setup(synthetic), {}, path)
     every = hparams_with_defaults("protonet", {})
     states.append(load_checkpoint(path, "protonet", every))
     states[0].data = {"unpicklable": lambda: None}  # torch.save fails halfway through

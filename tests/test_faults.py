@@ -8,6 +8,7 @@ import signal
 import subprocess
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -212,23 +213,29 @@ def _count(database: str, query: str) -> int:
 
 # --------------------------------------------------------------------------- artifacts cannot be written
 
-@pytest.fixture
-def full_mlruns(tmp_path: Path) -> Iterator[Path]:
-    """``tmp_path/mlruns`` on a tiny tmpfs filled to the last byte (skips where mounting is not allowed)."""
-    mlruns = tmp_path / "mlruns"
-    mlruns.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mlruns)],
+@contextmanager
+def small_disk(folder: Path, size: str) -> Iterator[Path]:
+    """``folder`` on a tmpfs of ``size`` (skips where mounting is not allowed)."""
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
                              capture_output=True, text=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs to fill up: {mounted.stderr.strip()}")
     try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.fixture
+def full_mlruns(tmp_path: Path) -> Iterator[Path]:
+    """``tmp_path/mlruns`` on a small tmpfs filled to the last byte (emptied, it holds a trial's checkpoints)."""
+    with small_disk(tmp_path / "mlruns", "4m") as mlruns:
         with open(mlruns / "filler", "wb", buffering=0) as filler:
             with pytest.raises(OSError, match="No space left"):
                 while True:
                     filler.write(b"\0" * 4096)
         yield mlruns
-    finally:
-        subprocess.run(["umount", str(mlruns)], check=True)
 
 
 def test_a_full_disk_stops_with_one_line_and_a_rerun_completes(tmp_path: Path, full_mlruns: Path,
@@ -247,6 +254,21 @@ def test_a_full_disk_stops_with_one_line_and_a_rerun_completes(tmp_path: Path, f
     assert run_in(tmp_path) == 0
     assert counted(trials(tmp_path, "full")) == 2
     assert runs(tmp_path, "full", "parent")[0].info.status == "FINISHED"
+
+
+def test_a_checkpoint_that_does_not_fit_stops_with_one_line_and_leaves_no_partial_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # 1 MiB holds the run's small artifacts but not a conv4 protonet checkpoint (1.3 MiB with Adam's moments).
+    write_study(tmp_path, learner_study({"lr": LR}, CONV4, name="nospace", budget=SECONDS_BUDGET))
+    with small_disk(tmp_path / "mlruns", "1m"):
+        assert run_in(tmp_path) == 1
+        err = stderr_of(capsys)
+        assert "Traceback" not in err
+        assert error_line(err).endswith("No space left on device")
+        assert list((tmp_path / "mlruns").glob("**/*.pt")) == []
+        [trial] = trials(tmp_path, "nospace")
+        assert trial.state == TrialState.FAIL
+        no_running(tmp_path, "nospace")
 
 
 def test_a_damaged_mlflow_database_is_blamed_on_the_tracking_not_the_storage(tmp_path: Path,
@@ -270,7 +292,7 @@ def test_mlruns_made_unwritable_mid_run_fails_the_trial_and_stops(tmp_path: Path
     process = start_hpo(tmp_path)
     try:
         wait_for_running_trial(tmp_path, process)
-        # Once the first trial has written its config.json, swap the folder for a file.
+        # Once the first trial has written its config.json, swap the folder for a file: its next checkpoint fails.
         wait_for(lambda: len(list((tmp_path / "mlruns").glob("*/*/artifacts/config.json"))) >= 2, process)
         shutil.move(tmp_path / "mlruns", tmp_path / "mlruns.moved")
         (tmp_path / "mlruns").write_text("not a folder")
@@ -280,8 +302,8 @@ def test_mlruns_made_unwritable_mid_run_fails_the_trial_and_stops(tmp_path: Path
     assert code == 1 and "Traceback" not in err, err
     assert "[Errno 20] Not a directory" in error_line(err)
     done = trials(tmp_path, "unwritable")
-    assert [t.state for t in done] == [TrialState.COMPLETE, TrialState.FAIL]
-    failed_run = trial_runs(tmp_path, "unwritable")[1]
+    assert [t.state for t in done] == [TrialState.FAIL]
+    failed_run = trial_runs(tmp_path, "unwritable")[0]
     assert failed_run.info.status == "FAILED" and "Not a directory" in failed_run.data.tags["failure_reason"]
     assert runs(tmp_path, "unwritable", "parent")[0].info.status == "FAILED"
     no_running(tmp_path, "unwritable")

@@ -30,7 +30,7 @@ def test_learner_beats_chance_on_synthetic(synthetic, name):
     torch.manual_seed(0)
     learner = build_learner(name, FAST_HPARAMS[name], synthetic.train.image_shape, SPEC, synthetic.train.num_classes)
     history = fit(learner, TrainingData(synthetic.train, SPEC, seed=0), synthetic.val, Budget(40, 40, 20),
-                  val_seed=1, progress=False)
+                  val_seed=1, progress=False).history
     accuracy, _ = mean_ci95(learner.evaluate(synthetic.test, episodes=40, seed=2))
     assert accuracy > CHANCE + 0.2
     assert history[-1].step == 40 and history[-1].val_accuracy > CHANCE + 0.1

@@ -108,7 +108,7 @@ def trained_learner(name: str, hparams: dict, synthetic, seed: int = 0, iteratio
     untrained = float(learner.evaluate(synthetic.val, val_episodes, seed=1).mean())
     history = fit(learner, TrainingData(synthetic.train, spec, seed), synthetic.val,
                   Budget(iterations=iterations, val_interval=iterations, val_episodes=val_episodes),
-                  val_seed=1, progress=False)
+                  val_seed=1, progress=False).history
     return [point.val_accuracy for point in history], untrained
 
 

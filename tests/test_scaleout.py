@@ -6,7 +6,6 @@ the worker of each trial, and no password anywhere.
 """
 from __future__ import annotations
 
-import getpass
 import os
 import signal
 import socket
@@ -14,7 +13,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
@@ -27,13 +25,11 @@ from mlflow.exceptions import MlflowException
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.storage import grid_points
-from tests.helpers import (CONV4, LONG_BUDGET, SECONDS_BUDGET, TINY_BUDGET, assert_nothing_written,
+from tests.helpers import (CONV4, PASSWORD, LONG_BUDGET, SECONDS_BUDGET, TINY_BUDGET, assert_nothing_written,
                            assert_one_error_line, counted, finish, journal_trials, learner_study, load_trials, main_in,
                            parent_run, start_hpo, study_dict, trial_runs, wait_for, write_study)
 
-# The PostgreSQL URLs' passwords (trust auth ignores them): in the user info with ':' and a percent-encoded '@',
-# and in the query string.
-PASSWORD = "Qz:8v%40Jx4k"
+# The PostgreSQL URL's other password (trust auth ignores it), in the query string.
 QUERY_PASSWORD = "Wm5k+Tr7e%21"
 JOURNAL = "journal:///optuna.journal"
 TWO_WORKERS = {"sampler": "random", "n_trials": 4, "workers": 2}
@@ -175,39 +171,6 @@ def test_a_killed_journal_worker_loses_only_its_trial_which_runs_again(tmp_path:
 
 
 # --------------------------------------------------------------------------- PostgreSQL
-
-def connect_to_postgres() -> Any:
-    """An autocommit connection to the server's ``postgres`` database; skips when no server answers."""
-    psycopg2 = pytest.importorskip("psycopg2")
-    errors = []
-    for user in dict.fromkeys((getpass.getuser(), "postgres")):
-        try:
-            connection = psycopg2.connect(host="127.0.0.1", port=5432, dbname="postgres", user=user,
-                                          connect_timeout=5)
-        except psycopg2.OperationalError as e:
-            errors.append(str(e).strip().splitlines()[0])
-            continue
-        connection.autocommit = True
-        return connection
-    if all("Connection refused" in e or "could not connect" in e for e in errors):
-        pytest.skip(f"no PostgreSQL server at 127.0.0.1:5432 ({errors[0]})")
-    raise AssertionError(f"PostgreSQL at 127.0.0.1:5432 refused every user: {errors}")
-
-
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    """A fresh database, dropped afterwards, as a URL carrying a password (trust auth ignores it)."""
-    admin = connect_to_postgres()
-    database = f"hpo_test_{uuid.uuid4().hex[:12]}"
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{database}"')
-    try:
-        yield f"postgresql://{admin.info.user}:{PASSWORD}@127.0.0.1:5432/{database}"
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        admin.close()
-
 
 @pytest.fixture(scope="module")
 def postgres_run(postgres_url: str, tmp_path_factory: pytest.TempPathFactory

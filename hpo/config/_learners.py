@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from hpo.config._schema import CategoricalParam, MilestonesParam, StudyConfig
+from hpo.config._schema import CategoricalParam, LearnerConfig, MilestonesParam, StudyConfig
 from hpo.config._space import grid_search_space
 from hpo.errors import ConfigError
 from learners import BACKBONES
@@ -46,6 +46,7 @@ def check_learners(config: StudyConfig) -> None:
         both = sorted(learner.space.keys() & learner.fixed.keys())
         if both:
             raise ConfigError("given in both fixed and space", f"{path}.space.{both[0]}")
+        _add_early_stopping(config, learner)
         learner.fixed = {key: _coerce(hints[key], key, value, f"{path}.fixed.{key}")
                          for key, value in learner.fixed.items()}
         for key, value in learner.fixed.items():
@@ -67,6 +68,16 @@ def check_learners(config: StudyConfig) -> None:
                     _check_milestones(value, iterations, where)
         if config.search.sampler == "grid":
             grid_search_space(learner.space, f"{path}.space")
+
+
+def _add_early_stopping(config: StudyConfig, learner: LearnerConfig) -> None:
+    """``budget.early_stopping`` as the learner's fixed ``patience`` and ``min_delta``, unless the learner
+    sets or searches them itself (so they are logged, checked and searched like any hyperparameter)."""
+    stopping = config.budget.early_stopping
+    if stopping is not None:
+        for key, value in stopping.model_dump().items():
+            if key not in learner.fixed and key not in learner.space:
+                learner.fixed[key] = value
 
 
 def _check_param(learner: str, fixed: dict[str, Any], hint: Any, key: str, param: Any, path: str) -> None:

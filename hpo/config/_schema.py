@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
+                      model_validator)
 
 from hpo.redaction import register_secrets
 from learners.base import SEED_LIMIT
@@ -177,14 +178,37 @@ class SearchConfig(Strict):
         return self
 
 
+class EarlyStoppingConfig(Strict):
+    """Stop a trial after ``patience`` validations without an improvement of more than ``min_delta``; the
+    learners' ``patience`` and ``min_delta`` hyperparameters, so a learner's ``fixed`` or ``space`` may
+    override or search them."""
+
+    patience: PositiveInt
+    min_delta: NonNegativeFloat = 0.0
+
+
 class BudgetConfig(Strict):
     iterations: PositiveInt
     val_interval: PositiveInt
     val_episodes: PositiveInt
+    early_stopping: EarlyStoppingConfig | None = None
+    # The model a trial keeps, and whose validation accuracy is the trial's value: the last (default: the value
+    # is not the maximum of a noisy curve, and it is what a trial of this budget reaches), or the best validation.
+    select: Literal["last", "best"] = "last"
+
+
+class CheckpointsConfig(Strict):
+    # What a finished trial keeps in its MLflow run: best, the model of the study's best trial only (the others'
+    # are deleted as soon as they are beaten); all, every complete trial's model; none, no model (the final test
+    # re-trains). Running trials always keep their last checkpoint, for resume.
+    keep: Literal["best", "all", "none"] = "best"
 
 
 class TestConfig(Strict):
     episodes: PositiveInt = 600
+    # false: test the best trial's kept model; true: re-train its hyperparameters with the study's seed and
+    # test that (a full trial more per learner).
+    retrain: bool = False
 
 
 class StudyConfig(Strict):
@@ -195,9 +219,16 @@ class StudyConfig(Strict):
     search: SearchConfig
     budget: BudgetConfig
     test: TestConfig = TestConfig()
+    checkpoints: CheckpointsConfig = CheckpointsConfig()
     storage: str = "sqlite:///optuna.db"
     tracking_uri: str = "sqlite:///mlflow.db"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="after")
+    def _check(self) -> "StudyConfig":
+        if self.checkpoints.keep == "none" and not self.test.retrain:
+            raise ValueError("checkpoints.keep: none keeps no model for the final test; set test.retrain: true")
+        return self
 
     @model_validator(mode="after")
     def _register_secrets(self) -> "StudyConfig":

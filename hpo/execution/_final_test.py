@@ -1,8 +1,11 @@
-"""The final test: re-train the best trial's configuration and score it once on the fixed test episodes.
+"""The final test: score the best trial's model once on the fixed test episodes.
 
-Re-training uses the study's seed, the same seed every trial trained with, so it reproduces the
-best trial's model (up to non-deterministic GPU kernels) without storing a checkpoint per trial.
-The result is stored in the Optuna study, so a resumed, finished study does not test again.
+By default the model tested is the one the best trial kept (its ``model.pt`` artifact): no
+re-training, and the very weights whose validation accuracy won the search. ``test.retrain: true``
+re-trains the best trial's hyperparameters with the study's seed instead (the seed every trial
+trained with), which reproduces that model on the CPU and costs one more trial. The result, which
+says which model was tested and how it was obtained, is stored in the Optuna study, so a resumed,
+finished study does not test again.
 """
 from __future__ import annotations
 
@@ -10,29 +13,69 @@ import time
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
 
+from hpo.errors import RunAborted
+from hpo.execution._objective import MODEL_ATTR, delete_kept_model
 from hpo.reporting import FINAL_TEST_ATTR
+from hpo.storage import best_complete_trial
+from hpo.tracking import Tracker, load_kept_model
+from learners.checkpoint import CheckpointError
 from learners.experiment import TrainingSetup
 
+KEPT, RETRAINED = "kept model", "retrained"  # how the tested model was obtained
 
-def final_test_is_current(study: optuna.Study, episodes: int) -> bool:
-    """True when the best trial has been tested on ``episodes`` episodes (or there is nothing to test)."""
-    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+
+def final_test_is_current(study: optuna.Study, episodes: int, retrain: bool) -> bool:
+    """True when the best trial has been tested on ``episodes`` episodes the way asked (or there is nothing to
+    test)."""
+    best = best_complete_trial(study)
+    if best is None:
         return True
     done = study.user_attrs.get(FINAL_TEST_ATTR)
-    return done is not None and done["trial"] == study.best_trial.number and done["episodes"] == episodes
+    return (done is not None and done["trial"] == best.number and done["episodes"] == episodes
+            and done.get("how") == (RETRAINED if retrain else KEPT))
 
 
-def final_test(study: optuna.Study, setup: TrainingSetup, episodes: int, progress: bool = True) -> dict[str, Any]:
-    """Re-train the best trial's hyperparameters and test them on ``episodes`` fixed test episodes; the result
-    (also a study user attr) has the test accuracy and CI, the best trial and its validation accuracies."""
-    best = study.best_trial
+def final_test(study: optuna.Study, setup: TrainingSetup, tracker: Tracker, episodes: int, retrain: bool,
+               progress: bool = True) -> dict[str, Any]:
+    """Test the best trial's kept model (``retrain``: its re-trained hyperparameters) on ``episodes`` fixed
+    test episodes; the result (also a study user attr) has the test accuracy and CI, the best trial, its
+    validation accuracy, and the tested model's run, step and validation accuracy.
+
+    Raises:
+        RunAborted: the best trial has no readable kept model.
+    """
+    best = best_complete_trial(study)
     start = time.perf_counter()
-    learner, history = setup.train(best.user_attrs["hparams"], progress=progress)
+    if retrain:
+        learner, fitted = setup.train(best.user_attrs["hparams"], progress=progress)
+        model = {"how": RETRAINED, "run_id": None, "step": fitted.selected.step,
+                 "val_accuracy": fitted.selected.val_accuracy}
+    else:
+        kept = best.user_attrs.get(MODEL_ATTR)
+        if kept is None:
+            raise RunAborted(f"{study.study_name}: the best trial {best.number} kept no model "
+                             f"(it ran with checkpoints.keep: none or before models were kept); "
+                             f"set test.retrain: true to re-train it")
+        try:
+            saved = load_kept_model(tracker, kept["run_id"])
+            learner = setup.load(saved)
+        except CheckpointError as e:
+            raise RunAborted(f"{study.study_name}: the model of the best trial {best.number}: {e}; "
+                             f"set test.retrain: true to re-train it") from None
+        model = {"how": KEPT, "run_id": kept["run_id"], "step": saved.step, "val_accuracy": saved.val_accuracy}
     accuracy, ci95 = setup.test(learner, episodes, progress)
     result = {"trial": best.number, "episodes": episodes, "test_accuracy": accuracy, "test_ci95": ci95,
-              "val_accuracy": best.value, "retrain_val_accuracy": history[-1].val_accuracy,
-              "seconds": time.perf_counter() - start}
+              "val_accuracy": best.value, **{f"model_{k}": v for k, v in model.items() if k != "how"},
+              "how": model["how"], "seconds": time.perf_counter() - start}
     study.set_user_attr(FINAL_TEST_ATTR, result)
     return result
+
+
+def delete_beaten_models(study: optuna.Study, tracker: Tracker) -> None:
+    """Delete every kept model but the best trial's (``keep: best``): what a worker killed between a trial's end
+    and its clean-up left behind."""
+    best = best_complete_trial(study)
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        if best is not None and trial.number != best.number:
+            delete_kept_model(tracker, trial)

@@ -12,15 +12,15 @@ import time
 from pathlib import Path
 
 from hpo.config import StudyConfig, load_data
-from hpo.execution._final_test import final_test, final_test_is_current
+from hpo.execution._final_test import delete_beaten_models, final_test, final_test_is_current
 from hpo.execution._loop import deadline_after
 from hpo.execution._objective import Objective
 from hpo.execution._runners import WORKER_POLL_S, trial_runner
 from hpo.execution._search import LearnerSearch, queue_grid_points
 from hpo.execution._signals import interrupts_deferred
 from hpo.reporting import LearnerSummary, TrialsBar, summarize, write_plots
-from hpo.storage import CappedStudy, counted_trials, running_count
-from hpo.tracking import STUDY_TAG, Tracker, close_orphan_runs, parent_params
+from hpo.storage import CappedStudy, best_complete_trial, counted_trials, running_count
+from hpo.tracking import STUDY_TAG, Tracker, close_orphan_runs, parent_params, stored_bytes
 from learners.data import DatasetSplits
 
 
@@ -48,9 +48,11 @@ def tune_learner(config: StudyConfig, learner: str, data: DatasetSplits | None =
     close_orphan_runs(tracker, study)
     queue_grid_points(config, learner, study)
     searched = list(config.learners[learner].space)
-    if not study.has_trials_left() and not running_count(study) and final_test_is_current(study, config.test.episodes):
+    retrain = config.test.retrain
+    if (not study.has_trials_left() and not running_count(study)
+            and final_test_is_current(study, config.test.episodes, retrain)):
         print(f"{study.study_name}: complete with {counted_trials(study)} trials, nothing to run")
-        return summarize(study, learner, searched)
+        return summarize(study, learner, searched, stored_bytes(tracker, tracker.trial_runs(study.study_name)))
 
     with study.lock():  # one parent run, also when machines start together
         parent = tracker.reuse_or_start("parent", {STUDY_TAG: study.study_name}, name=learner,
@@ -62,13 +64,17 @@ def tune_learner(config: StudyConfig, learner: str, data: DatasetSplits | None =
         _search_until_done(search, objective, parent, progress)
         close_orphan_runs(tracker, study)
         with study.lock():  # one final test, also when workers on several machines finish together
-            if not final_test_is_current(study, config.test.episodes):
-                result = final_test(study, search.setup, config.test.episodes, progress)
+            if config.checkpoints.keep == "best":
+                delete_beaten_models(study, tracker)
+            if not final_test_is_current(study, config.test.episodes, retrain):
+                result = final_test(study, search.setup, tracker, config.test.episodes, retrain, progress)
                 tracker.log_metrics(parent, {"test_accuracy": result["test_accuracy"],
                                              "test_ci95": result["test_ci95"], "val_accuracy": result["val_accuracy"],
-                                             "best_trial": result["trial"],
-                                             "retrain_val_accuracy": result["retrain_val_accuracy"]})
-                tracker.log_json(parent, study.best_trial.user_attrs["hparams"], "best_hparams.json")
+                                             "best_trial": result["trial"], "tested_model_step": result["model_step"],
+                                             "tested_model_val_accuracy": result["model_val_accuracy"]})
+                tracker.set_tags(parent, {"tested_model": result["how"], "tested_trial": result["trial"],
+                                          "tested_model_run": result["model_run_id"] or "-"})
+                tracker.log_json(parent, best_complete_trial(study).user_attrs["hparams"], "best_hparams.json")
         _log_plots(tracker, parent, study)
         tracker.end(parent, "FINISHED")
     except KeyboardInterrupt:
@@ -80,7 +86,7 @@ def tune_learner(config: StudyConfig, learner: str, data: DatasetSplits | None =
     except Exception:
         tracker.end(parent, "FAILED")  # never left RUNNING; a rerun reopens it
         raise
-    return summarize(study, learner, searched)
+    return summarize(study, learner, searched, stored_bytes(tracker, tracker.trial_runs(study.study_name)))
 
 
 def _search_until_done(search: LearnerSearch, objective: Objective, parent: str, progress: bool) -> None:

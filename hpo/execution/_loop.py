@@ -23,7 +23,8 @@ def optimize(study: CappedStudy, objective: TimedObjective, search: SearchConfig
     ``search.max_consecutive_failures`` in a row; faults of storage or tracking stop the run. On
     Ctrl-C / SIGTERM the trial it stopped is queued again before the interruption propagates.
     """
-    callbacks = [FailureLimit(search.max_consecutive_failures), *([lambda *_: on_trial()] if on_trial else [])]
+    callbacks = [FailureLimit(search.max_consecutive_failures), objective.after_trial,
+                 *([lambda *_: on_trial()] if on_trial else [])]
     try:
         study.optimize(objective, timeout=seconds_left(deadline), catch=(TrialFailed,), callbacks=callbacks)
     except NoTrialsLeft:

@@ -85,7 +85,8 @@ def queue_grid_points(config: StudyConfig, learner: str, study: CappedStudy) -> 
 
 
 def training_setup(config: StudyConfig, learner: str, data: DatasetSplits) -> TrainingSetup:
-    budget = Budget(config.budget.iterations, config.budget.val_interval, config.budget.val_episodes)
+    budget = Budget(config.budget.iterations, config.budget.val_interval, config.budget.val_episodes,
+                    config.budget.select)
     return TrainingSetup(learner, data, task_spec(config), budget, config.seed, resolve_device(config.device))
 
 
@@ -110,4 +111,5 @@ class LearnerSearch:
     def objective(self, parent_run: str, progress: bool) -> Objective:
         """The objective whose trial runs nest under ``parent_run``, the learner's MLflow parent run."""
         return Objective(self.setup, self.config.learners[self.learner], self.tracker, parent_run,
-                         self.study.study_name, trial_settings(self.config, self.setup.device), progress)
+                         self.study.study_name, trial_settings(self.config, self.setup.device),
+                         self.config.checkpoints.keep, progress)

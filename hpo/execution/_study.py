@@ -8,7 +8,7 @@ from hpo.execution._learner_study import tune_learner
 from hpo.execution._search import study_name
 from hpo.reporting import LearnerSummary, csv_table, markdown_table, summarize
 from hpo.storage import get_storage, storage_kind
-from hpo.tracking import Tracker
+from hpo.tracking import Tracker, stored_bytes
 from learners.data import DatasetSplits
 
 SUMMARY_KEY = "study"  # tag naming the study on its summary run
@@ -32,9 +32,9 @@ def run_study(config: StudyConfig, learners: list[str], data: DatasetSplits, pro
     """
     for learner in learners:
         tune_learner(config, learner, data, progress)
-    rows = study_summaries(config)
-    table = markdown_table(rows)
     tracker = Tracker(config.tracking_uri, config.name)
+    rows = study_summaries(config, tracker)
+    table = markdown_table(rows)
     with storage_kind(config.storage).trial_lock(config.name)():  # one summary run, also when commands end together
         run = tracker.reuse_or_start("summary", {SUMMARY_KEY: config.name}, name=f"{config.name}-summary", params={})
     tracker.log_text(run, table, "summary.md")
@@ -43,7 +43,7 @@ def run_study(config: StudyConfig, learners: list[str], data: DatasetSplits, pro
     return table
 
 
-def study_summaries(config: StudyConfig) -> list[LearnerSummary]:
+def study_summaries(config: StudyConfig, tracker: Tracker) -> list[LearnerSummary]:
     """One row per learner of the study that has been started (even if not selected in this run)."""
     storage = get_storage(config.storage)
     rows = []
@@ -52,5 +52,6 @@ def study_summaries(config: StudyConfig) -> list[LearnerSummary]:
             study = optuna.load_study(study_name=study_name(config, learner), storage=storage)
         except KeyError:  # never started
             continue
-        rows.append(summarize(study, learner, list(learner_config.space)))
+        name = study_name(config, learner)
+        rows.append(summarize(study, learner, list(learner_config.space), stored_bytes(tracker, tracker.trial_runs(name))))
     return rows

@@ -59,6 +59,9 @@ class TimedObjective:
         objective.tracker.client = self.mlflow.wrap(objective.tracker.client)
         self.cycle_start = time.perf_counter()
 
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self.objective.after_trial(study, trial)
+
     @property
     def interrupted_trial(self) -> int | None:
         """The number of the trial that Ctrl-C / SIGTERM stopped, if one did."""

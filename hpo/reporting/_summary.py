@@ -10,6 +10,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from hpo.storage import best_complete_trial
+
 FINAL_TEST_ATTR = "final_test"  # study user attr recording the final test of the best trial
 
 
@@ -24,16 +26,17 @@ class LearnerSummary:
     complete: int = 0
     pruned: int = 0
     failed: int = 0
-    # Sum of trial durations plus the final re-training and test, over every run of the study.
+    # Sum of trial durations plus the final test, over every run of the study.
     wall_seconds: float = 0.0
+    # Kept models and checkpoints of the learner's trials in MLflow's artifact store.
+    disk_bytes: int = 0
 
 
-def summarize(study: optuna.Study, learner: str, searched: list[str]) -> LearnerSummary:
+def summarize(study: optuna.Study, learner: str, searched: list[str], disk_bytes: int = 0) -> LearnerSummary:
     """The study's row; ``best_params`` shows only the searched hyperparameters of the best trial."""
     trials = study.get_trials(deepcopy=False)
     states = [t.state for t in trials]
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    best = max(complete, key=lambda t: t.value) if complete else None
+    best = best_complete_trial(study)
     test = study.user_attrs.get(FINAL_TEST_ATTR, {})
     wall = sum((t.datetime_complete - t.datetime_start).total_seconds()
                for t in trials if t.datetime_start and t.datetime_complete) + test.get("seconds", 0.0)
@@ -46,11 +49,11 @@ def summarize(study: optuna.Study, learner: str, searched: list[str]) -> Learner
         best_trial=best.number if best else None,
         best_params={k: hparams[k] for k in searched if k in hparams},
         complete=states.count(TrialState.COMPLETE), pruned=states.count(TrialState.PRUNED),
-        failed=states.count(TrialState.FAIL), wall_seconds=wall)
+        failed=states.count(TrialState.FAIL), wall_seconds=wall, disk_bytes=disk_bytes)
 
 
 TABLE_HEADER = ["learner", "best val acc", "test acc ± 95% CI", "best trial", "best hyperparameters",
-                "complete/pruned/failed", "wall time"]
+                "complete/pruned/failed", "wall time", "models on disk"]
 
 
 def markdown_table(rows: list[LearnerSummary]) -> str:
@@ -58,7 +61,8 @@ def markdown_table(rows: list[LearnerSummary]) -> str:
     for r in rows:
         test = f"{_percent(r.test_accuracy)} ± {_percent(r.test_ci95)}" if r.test_accuracy is not None else "-"
         cells = [r.learner, _percent(r.best_val_accuracy), test, "-" if r.best_trial is None else str(r.best_trial),
-                 _params(r.best_params), f"{r.complete}/{r.pruned}/{r.failed}", _duration(r.wall_seconds)]
+                 _params(r.best_params), f"{r.complete}/{r.pruned}/{r.failed}", _duration(r.wall_seconds),
+                 _size(r.disk_bytes)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -86,6 +90,10 @@ def _short(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(_short(v) for v in value) + "]"
     return str(value)
+
+
+def _size(size: int) -> str:
+    return f"{size / 2**20:.2f} MiB"
 
 
 def _duration(seconds: float) -> str:

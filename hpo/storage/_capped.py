@@ -87,6 +87,13 @@ def counted_trials(study: optuna.Study) -> int:
     return sum(counts[state] for state in COUNTED_STATES)
 
 
+def best_complete_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The COMPLETE trial of the highest value, the earliest among equals: the one rule the final test, the
+    kept models and the summary go by (Optuna's own ``best_trial`` leaves ties to the database)."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return max(complete, key=lambda t: (t.value, -t.number), default=None)
+
+
 def running_count(study: optuna.Study) -> int:
     return trial_counts(study)[TrialState.RUNNING]
 

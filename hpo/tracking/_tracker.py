@@ -28,6 +28,7 @@ import sqlalchemy
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, ViewType
 from mlflow.exceptions import MlflowException
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from hpo.errors import TrackingError, first_line
@@ -56,6 +57,15 @@ class ReportingClient:
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         return self._reported(getattr(self._client, name))
+
+    def delete_artifacts(self, run_id: str, path: str) -> None:
+        """Delete a run's artifact file or folder (MlflowClient has no call for it; its artifact repositories do,
+        local and behind a server's artifact proxy alike). A path that is not there is no error."""
+        def delete() -> None:
+            artifact_uri = self._client.get_run(run_id).info.artifact_uri
+            get_artifact_repository(artifact_uri, tracking_uri=self._client.tracking_uri).delete_artifacts(path)
+
+        self._reported(delete)()
 
     def _reported(self, method: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(method)
@@ -122,6 +132,18 @@ class Tracker:
         self.log_params(run.info.run_id, params)
         return run.info.run_id
 
+    def trial_run(self, study: str, trial_number: int) -> str | None:
+        """The run id of trial ``trial_number`` of ``study``, if it has one."""
+        query = (f"tags.{ROLE_TAG} = 'trial' and tags.{STUDY_TAG} = '{self._text(study)}' "
+                 f"and tags.{TRIAL_TAG} = '{trial_number}'")
+        runs = self.client.search_runs([self.experiment_id], query, max_results=1)
+        return runs[0].info.run_id if runs else None
+
+    def trial_runs(self, study: str) -> list[str]:
+        """The run ids of every trial run of ``study``."""
+        query = f"tags.{ROLE_TAG} = 'trial' and tags.{STUDY_TAG} = '{self._text(study)}'"
+        return [run.info.run_id for run in self.client.search_runs([self.experiment_id], query, max_results=10_000)]
+
     def running_children(self, study: str) -> dict[int, str]:
         """Trial number → run id of the trial runs of ``study`` still marked RUNNING."""
         query = (f"tags.{ROLE_TAG} = 'trial' and tags.{STUDY_TAG} = '{self._text(study)}' "
@@ -146,8 +168,20 @@ class Tracker:
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         self.client.log_text(run_id, redact(text), artifact_file)
 
-    def log_file(self, run_id: str, path: Path) -> None:
-        self.client.log_artifact(run_id, str(path))
+    def log_file(self, run_id: str, path: Path, folder: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), folder)
+
+    def artifact_sizes(self, run_id: str, folder: str | None = None) -> dict[str, int]:
+        """Path → bytes of the files directly in a run's artifact ``folder`` (the top level by default)."""
+        return {info.path: info.file_size or 0 for info in self.client.list_artifacts(run_id, folder)
+                if not info.is_dir}
+
+    def download(self, run_id: str, path: str, directory: Path) -> Path:
+        """A run's artifact file, copied into ``directory``."""
+        return Path(self.client.download_artifacts(run_id, path, str(directory)))
+
+    def delete_artifacts(self, run_id: str, path: str) -> None:
+        self.client.delete_artifacts(run_id, path)
 
     def end(self, run_id: str, status: str, tags: dict[str, Any] | None = None) -> None:
         """Close a run as FINISHED, FAILED or KILLED."""

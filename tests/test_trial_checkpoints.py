@@ -1,0 +1,203 @@
+"""Trials keep their models: a killed trial's retry continues from its last checkpoint and ends bit-identical to
+an uninterrupted trial, pruned trials keep nothing, and the final test scores the kept model (real processes,
+real kills, SQLite and PostgreSQL).
+
+Every trial of these studies has the same hyperparameters (a space of one choice), so each study holds its own
+reference: the trials that were not interrupted.
+"""
+from __future__ import annotations
+
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import torch
+from optuna.trial import FrozenTrial, TrialState
+
+from hpo.config import load_config
+from hpo.execution._final_test import final_test
+from hpo.execution._search import study_name, training_setup
+from hpo.tracking import Tracker
+from learners.checkpoint import load_checkpoint, load_model, save_checkpoint
+from learners.data import load_dataset
+from learners.registry import hparams_with_defaults
+from tests.helpers import (CONV4, LEARNER, counted, finish, learner_study, load_trials, run_in, start_hpo,
+                           tracking, trial_runs, trials, wait_for, write_study)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+ONE_LR = {"lr": {"type": "categorical", "choices": [0.003]}}
+# Long enough (about 10 s a trial on one core) for a kill to land between the second validation and the end.
+BUDGET = {"iterations": 150, "val_interval": 10, "val_episodes": 4}
+SHORT_BUDGET = {"iterations": 60, "val_interval": 10, "val_episodes": 4}
+FAST_HEARTBEAT = {"heartbeat_interval": 1, "grace_period": 2}
+
+
+def study(name: str, n_trials: int = 2, keep: str = "all", budget: dict[str, int] = BUDGET,
+          **search: Any) -> dict[str, Any]:
+    return learner_study(ONE_LR, CONV4, name=name, budget=budget, checkpoints={"keep": keep},
+                         search={"sampler": "random", "pruner": "none", "n_trials": n_trials, **FAST_HEARTBEAT,
+                                 **search})
+
+
+def checkpoints_in(directory: Path) -> list[Path]:
+    return sorted(directory.glob("mlruns/**/checkpoints/*.pt"))
+
+
+def past_second_validation(directory: Path) -> list[Path]:
+    """The checkpoints of step 20 or later (each replaces the one before it)."""
+    return [p for p in checkpoints_in(directory) if int(p.stem.split("-")[1]) >= 20]
+
+
+def run_of(path: Path) -> str:
+    """The MLflow run id of an artifact file (``mlruns/<experiment>/<run>/artifacts/...``)."""
+    return path.parts[path.parts.index("artifacts") - 1]
+
+
+def kept_weights(where: Path | str, run_id: str, tmp_path: Path) -> dict[str, torch.Tensor]:
+    path = tracking(where).download_artifacts(run_id, "model.pt", str(tmp_path))
+    return load_model(path).weights
+
+
+def assert_retry_matches_an_uninterrupted_trial(where: Path | str, done: list[FrozenTrial], tmp_path: Path) -> None:
+    """The retried trial started at its checkpoint and ended as the trials never stopped; MLflow shows it one
+    continuous curve, and the killed run is KILLED."""
+    killed = [t for t in done if t.state == TrialState.FAIL]
+    assert len(killed) == 1
+    [retry] = [t for t in done if t.system_attrs.get("failed_trial") == killed[0].number]
+    whole = [t for t in done if t.state == TrialState.COMPLETE and t.number != retry.number]
+    assert retry.state == TrialState.COMPLETE and whole
+    resumed_at = retry.user_attrs["resumed_from"]["step"]
+    assert 20 <= resumed_at < BUDGET["iterations"]
+    assert min(retry.intermediate_values) == resumed_at + BUDGET["val_interval"]  # no step trained twice
+    reference = whole[0]
+    assert retry.value == reference.value
+    assert retry.intermediate_values == {s: v for s, v in reference.intermediate_values.items() if s > resumed_at}
+    runs = trial_runs(where, "resume")
+    assert runs[killed[0].number].info.status == "KILLED"
+    retry_run = runs[retry.number]
+    assert retry_run.data.tags["resumed_at_step"] == str(resumed_at)
+    assert retry_run.data.tags["resumed_from_run"] == runs[killed[0].number].info.run_id
+    client = tracking(where)
+    curves = [[(m.step, m.value) for m in client.get_metric_history(runs[t.number].info.run_id, "val_accuracy")]
+              for t in (retry, reference)]
+    assert [step for step, _ in curves[0]] == list(range(10, BUDGET["iterations"] + 1, 10))  # every step once
+    assert curves[0] == curves[1]
+    retried, uninterrupted = (kept_weights(where, runs[t.number].info.run_id, tmp_path / str(t.number))
+                              for t in (retry, reference))
+    for name, tensor in uninterrupted.items():
+        assert torch.equal(tensor, retried[name]), name
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
+def test_a_stopped_trial_continues_from_its_checkpoint_bit_identically(tmp_path: Path, signum: int) -> None:
+    write_study(tmp_path, study("resume"))
+    process = start_hpo(tmp_path)
+    wait_for(lambda: past_second_validation(tmp_path), process, message="no checkpoint after the second validation")
+    process.send_signal(signum)
+    code, _ = finish(process)
+    assert code == (-signal.SIGKILL if signum == signal.SIGKILL else 143)
+    assert run_in(tmp_path) == 0
+    done = trials(tmp_path, "resume")
+    assert counted(done) == 2
+    assert_retry_matches_an_uninterrupted_trial(tmp_path, done, tmp_path)
+    assert checkpoints_in(tmp_path) == []  # the finished trials keep their models only
+
+
+@pytest.mark.postgres
+def test_a_killed_postgres_worker_trial_continues_from_its_checkpoint(tmp_path: Path, postgres_url: str) -> None:
+    write_study(tmp_path, study("resume", n_trials=3, workers=2))
+    process = start_hpo(tmp_path, "--storage", postgres_url)
+
+    def checkpointed_trial() -> int | None:
+        for path in past_second_validation(tmp_path):
+            return int(tracking(tmp_path).get_run(run_of(path)).data.tags["optuna_trial_number"])
+        return None
+
+    number = wait_for(checkpointed_trial, process, message="no checkpoint after the second validation")
+    [trial] = [t for t in load_trials("resume", postgres_url) if t.number == number]
+    victim = trial.user_attrs["worker"]["pid"]
+    subprocess.run(["kill", "-9", str(victim)], check=True)
+    code, err = finish(process, timeout=300)
+    assert code == 0, err
+    done = load_trials("resume", postgres_url)
+    assert counted(done) == 3
+    assert_retry_matches_an_uninterrupted_trial(tmp_path, done, tmp_path)
+
+
+def test_pruned_trials_keep_nothing_and_only_the_best_model_stays(tmp_path: Path) -> None:
+    lr = {"lr": {"type": "float", "low": 1.0e-4, "high": 3.0e-2, "log": True}}
+    write_study(tmp_path, learner_study(lr, CONV4, name="prune", budget=SHORT_BUDGET,
+                                        search={"sampler": "random", "n_trials": 6,
+                                                "pruner": {"type": "median", "n_startup_trials": 1}}))
+    assert run_in(tmp_path) == 0
+    done = trials(tmp_path, "prune")
+    states = {t.number: t.state for t in done}
+    assert TrialState.PRUNED in states.values()
+    runs = trial_runs(tmp_path, "prune")
+    client = tracking(tmp_path)
+    files = {number: {a.path for a in client.list_artifacts(runs[number].info.run_id)} for number in states}
+    best = max((t for t in done if t.state == TrialState.COMPLETE), key=lambda t: (t.value, -t.number))
+    assert {n for n, names in files.items() if "model.pt" in names} == {best.number}
+    assert checkpoints_in(tmp_path) == []
+    # Disk: one model of weights only (conv4 protonet: 113k float32 weights and batch-norm statistics, 0.44 MiB;
+    # its training checkpoint with Adam's two moments is three times that).
+    [size] = [p.stat().st_size for p in tmp_path.glob(f"mlruns/**/{runs[best.number].info.run_id}/artifacts/model.pt")]
+    assert size < 500_000
+    assert sum(p.stat().st_size for p in tmp_path.glob("mlruns/**/*.pt")) == size
+
+
+def test_the_final_test_of_the_kept_model_equals_the_retrained_one(tmp_path: Path) -> None:
+    write_study(tmp_path, study("final", n_trials=2, keep="best", budget=SHORT_BUDGET))
+    assert run_in(tmp_path) == 0
+    kept = optuna.load_study(study_name=f"final/{LEARNER}", storage=f"sqlite:///{tmp_path}/optuna.db")
+    recorded = kept.user_attrs["final_test"]
+    assert recorded["how"] == "kept model" and recorded["model_step"] == SHORT_BUDGET["iterations"]
+    config = load_config(tmp_path / "study.yaml")
+    setup = training_setup(config, LEARNER, load_dataset("synthetic"))
+    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "final")
+    assert study_name(config, LEARNER) == kept.study_name
+    retrained = final_test(kept, setup, tracker, config.test.episodes, retrain=True, progress=False)
+    assert retrained["how"] == "retrained"
+    assert (retrained["test_accuracy"], retrained["test_ci95"]) == (recorded["test_accuracy"], recorded["test_ci95"])
+    assert retrained["seconds"] > 5 * recorded["seconds"]  # the point of keeping models
+
+
+def test_an_unreadable_newest_checkpoint_is_passed_over_for_the_one_before(tmp_path: Path,
+                                                                           capsys: pytest.CaptureFixture) -> None:
+    write_study(tmp_path, study("resume"))
+    process = start_hpo(tmp_path)
+    wait_for(lambda: past_second_validation(tmp_path), process, message="no checkpoint after the second validation")
+    process.send_signal(signal.SIGKILL)
+    finish(process)
+    [good] = checkpoints_in(tmp_path)
+    # What a kill during an upload leaves: a newer name, truncated.
+    (good.parent / "step-00000149.pt").write_bytes(good.read_bytes()[:5000])
+    assert run_in(tmp_path) == 0
+    assert "warning: passing over an unreadable checkpoint" in capsys.readouterr().err
+    done = trials(tmp_path, "resume")
+    assert counted(done) == 2
+    assert_retry_matches_an_uninterrupted_trial(tmp_path, done, tmp_path)
+    assert checkpoints_in(tmp_path) == []
+
+
+def test_a_checkpoint_of_other_hyperparameters_is_refused_and_the_trial_fails_with_the_reason(tmp_path: Path) -> None:
+    write_study(tmp_path, study("resume"))
+    process = start_hpo(tmp_path)
+    wait_for(lambda: past_second_validation(tmp_path), process, message="no checkpoint after the second validation")
+    process.send_signal(signal.SIGKILL)
+    finish(process)
+    [path] = checkpoints_in(tmp_path)
+    every = hparams_with_defaults(LEARNER, {**CONV4, "lr": 0.003})
+    save_checkpoint(path, LEARNER, {**every, "lr": 0.004}, load_checkpoint(path, LEARNER, every))
+    assert run_in(tmp_path) == 0
+    done = trials(tmp_path, "resume")
+    assert counted(done) == 2
+    [refused] = [t for t in done if t.system_attrs.get("failed_trial") is not None]
+    assert refused.state == TrialState.FAIL
+    assert refused.user_attrs["failure_reason"].startswith("CheckpointMismatch: run ")
+    assert refused.user_attrs["failure_reason"].endswith("is a checkpoint of protonet with other lr, not of this run")
+    assert checkpoints_in(tmp_path) == []
