@@ -52,6 +52,15 @@ def past_second_validation(directory: Path) -> list[Path]:
     return [p for p in checkpoints_in(directory) if int(p.stem.split("-")[1]) >= 20]
 
 
+def killed_after_second_validation(directory: Path) -> None:
+    """Start the study ``resume`` in ``directory`` and ``kill -9`` it once a checkpoint of step 20 or later is stored."""
+    write_study(directory, study("resume"))
+    process = start_hpo(directory)
+    wait_for(lambda: past_second_validation(directory), process, message="no checkpoint after the second validation")
+    process.send_signal(signal.SIGKILL)
+    finish(process)
+
+
 def run_of(path: Path) -> str:
     """The MLflow run id of an artifact file (``mlruns/<experiment>/<run>/artifacts/...``)."""
     return path.parts[path.parts.index("artifacts") - 1]
@@ -168,11 +177,7 @@ def test_the_final_test_of_the_kept_model_equals_the_retrained_one(tmp_path: Pat
 
 def test_an_unreadable_newest_checkpoint_is_passed_over_for_the_one_before(tmp_path: Path,
                                                                            capsys: pytest.CaptureFixture) -> None:
-    write_study(tmp_path, study("resume"))
-    process = start_hpo(tmp_path)
-    wait_for(lambda: past_second_validation(tmp_path), process, message="no checkpoint after the second validation")
-    process.send_signal(signal.SIGKILL)
-    finish(process)
+    killed_after_second_validation(tmp_path)
     [good] = checkpoints_in(tmp_path)
     # What a kill during an upload leaves: a newer name, truncated.
     (good.parent / "step-00000149.pt").write_bytes(good.read_bytes()[:5000])
@@ -185,11 +190,7 @@ def test_an_unreadable_newest_checkpoint_is_passed_over_for_the_one_before(tmp_p
 
 
 def test_a_checkpoint_of_other_hyperparameters_is_refused_and_the_trial_fails_with_the_reason(tmp_path: Path) -> None:
-    write_study(tmp_path, study("resume"))
-    process = start_hpo(tmp_path)
-    wait_for(lambda: past_second_validation(tmp_path), process, message="no checkpoint after the second validation")
-    process.send_signal(signal.SIGKILL)
-    finish(process)
+    killed_after_second_validation(tmp_path)
     [path] = checkpoints_in(tmp_path)
     every = hparams_with_defaults(LEARNER, {**CONV4, "lr": 0.003})
     save_checkpoint(path, LEARNER, {**every, "lr": 0.004}, load_checkpoint(path, LEARNER, every))
