@@ -193,6 +193,9 @@ class Learner(nn.Module):
     # caches and glibc's reusable heap: 16 episodes of 80 images at once ran 2-3x slower than 2 at a time,
     # and vmapping all 32 tasks of 80 images 3x slower than chunks of ~160 images.
     cpu_images_per_batch: ClassVar[int] = 160
+    # A head with one output per class, its width fixed when the learner is built (MAML, Reptile): such a
+    # learner classifies episodes of its own number of ways only. The others compare embeddings, any ways.
+    fixed_ways: ClassVar[bool] = False
 
     def __init__(self, hparams: HParams, image_shape: tuple[int, int, int], spec: TaskSpec, num_train_classes: int):
         super().__init__()
@@ -209,9 +212,30 @@ class Learner(nn.Module):
         """Fill ``.grad`` of the parameters for one optimiser step; return the training loss."""
         raise NotImplementedError
 
-    def predict(self, episodes: Episodes) -> torch.Tensor:
-        """Query logits ``[tasks, ways*queries, ways]``. Called in eval mode under ``no_grad``."""
+    def predict(self, episodes: Episodes, ways: int) -> torch.Tensor:
+        """Query logits ``[tasks, queries, ways]`` of episodes of ``ways`` classes (support labels ``0..ways-1``,
+        any number of support images per class). Called in eval mode under ``no_grad``."""
         raise NotImplementedError
+
+    def check_ways(self, ways: int) -> None:
+        """Raise :class:`~learners.data.DataError` unless the learner can classify ``ways``-way episodes."""
+        if ways < 2:
+            raise DataError(f"an episode of {ways} class(es) has nothing to classify (at least 2)")
+        if self.fixed_ways and ways != self.spec.ways:
+            raise DataError(f"{type(self).__name__} has a head of {self.spec.ways} ways and classifies "
+                            f"{self.spec.ways}-way episodes only, not {ways}-way")
+
+    def classify(self, episode: Episodes, ways: int) -> torch.Tensor:
+        """Class probabilities ``[queries, ways]`` of the query images of one episode of ``ways`` classes, any
+        number of support and query images each (a user's own episode: see :meth:`check_ways`)."""
+        self.check_ways(ways)
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                return self.predict(episode, ways)[0].softmax(-1)
+        finally:
+            self.train(was_training)
 
     def embed(self, episodes: Episodes) -> tuple[torch.Tensor, torch.Tensor]:
         """Support and query features ``[tasks, n, feature_dim]`` from one forward pass (one big batch is faster)."""
@@ -240,7 +264,7 @@ class Learner(nn.Module):
                    disable=not progress, leave=False, dynamic_ncols=True)
         with torch.no_grad(), bar:
             for batch in fixed_episodes(split, self.spec, episodes, seed, batch_size, self.device):
-                logits = self.predict(batch)
+                logits = self.predict(batch, self.spec.ways)
                 accuracies.append((logits.argmax(-1) == batch.query_labels).float().mean(-1).cpu())
                 bar.update(batch.num_tasks)
         self.train(was_training)

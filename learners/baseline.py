@@ -68,9 +68,9 @@ class ClassifierBaseline(Learner):
     def train_step(self, data: TrainingData, step: int, total_steps: int) -> float:
         return self.classifier_step(data)
 
-    def predict(self, episodes: Episodes) -> torch.Tensor:
+    def predict(self, episodes: Episodes, ways: int) -> torch.Tensor:
         support, query = self.embed(episodes)
-        return cosine_logits(support, episodes.support_labels, query, self.spec.ways)
+        return cosine_logits(support, episodes.support_labels, query, ways)
 
 
 @dataclass
@@ -119,10 +119,10 @@ class MetaBaseline(ClassifierBaseline):
         if step <= round(self.hparams.pretrain_fraction * total_steps):
             return self.classifier_step(data)
         episodes = data.episodes(self.hparams.meta_batch)
-        logits = self.predict(episodes)
+        logits = self.predict(episodes, self.spec.ways)
         loss = F.cross_entropy(logits.flatten(0, 1), episodes.query_labels.flatten())
         loss.backward()
         return loss.item()
 
-    def predict(self, episodes: Episodes) -> torch.Tensor:
-        return self.temperature * super().predict(episodes)
+    def predict(self, episodes: Episodes, ways: int) -> torch.Tensor:
+        return self.temperature * super().predict(episodes, ways)

@@ -17,7 +17,7 @@ import torch
 
 from learners.base import (SEED_LIMIT, Budget, FitResult, FitState, Learner, TrainingData, ValidationCallback,
                            ValidationPoint, evaluation_seed, fit, mean_ci95)
-from learners.checkpoint import CheckpointError, SavedModel, load_checkpoint, save_checkpoint
+from learners.checkpoint import CheckpointError, SavedModel, TrainedOn, load_checkpoint, save_checkpoint
 from learners.data import DataError, DatasetSplits, TaskSpec, default_split, load_dataset
 from learners.registry import build_learner, hparams_with_defaults, learner_class
 
@@ -152,6 +152,12 @@ class TrainingSetup:
         train = self.data.train
         return build_learner(self.learner, hparams, train.image_shape, self.spec, train.num_classes).to(self.device)
 
+    def trained_on(self) -> TrainedOn:
+        """What every model of this setup is trained on (saved with its checkpoints and models)."""
+        train = self.data.train
+        return TrainedOn(self.data.dataset, self.data.split, self.seed, self.spec, train.image_shape,
+                         train.num_classes, self.data.preprocessing)
+
     def training_data(self) -> TrainingData:
         return TrainingData(self.data.train, self.spec, self.seed, self.device)
 
@@ -177,13 +183,15 @@ class TrainingSetup:
         """The learner of a kept model, built for this setup's data and episode shape.
 
         Raises:
-            CheckpointError: the model is of another learner.
+            CheckpointError: the model is of another learner, or for other images or episodes.
         """
         if model.learner != self.learner:
             raise CheckpointError(f"the model is of {model.learner}, not of {self.learner}")
-        learner = self.build(model.hparams)
-        learner.load_state_dict(model.weights)
-        return learner
+        trained_on = self.trained_on()
+        if (model.trained_on.image_shape, model.trained_on.spec) != (trained_on.image_shape, trained_on.spec):
+            raise CheckpointError(f"the model is for {model.trained_on.image_shape} images in "
+                                  f"{model.trained_on.spec} episodes, not {trained_on.image_shape} in {trained_on.spec}")
+        return model.build(self.device)
 
     def test(self, learner: Learner, episodes: int, progress: bool = False) -> tuple[float, float]:
         """Mean accuracy and 95% CI half-width on ``episodes`` test episodes fixed by the setup's seed."""
@@ -209,7 +217,8 @@ def train_and_test(config: RunConfig, data: DatasetSplits | None = None, progres
     start = time.perf_counter()
     learner, fitted = setup.train(config.hparams, on_validation, progress, resume,
                                   None if checkpoint is None else
-                                  lambda state: save_checkpoint(checkpoint, config.learner, every, state))
+                                  lambda state: save_checkpoint(checkpoint, config.learner, every,
+                                                                setup.trained_on(), state))
     trained = time.perf_counter()
     accuracy, ci95 = setup.test(learner, config.test_episodes, progress)
     return RunResult(config, asdict(learner.hparams), learner.bn_at_test, str(learner.device), accuracy, ci95,

@@ -68,8 +68,8 @@ class FineTuneBaseline(ClassifierBaseline):
 
     HParams = FineTuneHParams
 
-    def predict(self, episodes: Episodes) -> torch.Tensor:
+    def predict(self, episodes: Episodes, ways: int) -> torch.Tensor:
         support, query = self.embed(episodes)
-        weight, bias = fit_linear_heads(support, episodes.support_labels, self.spec.ways,
+        weight, bias = fit_linear_heads(support, episodes.support_labels, ways,
                                         self.hparams.inner_lr, self.hparams.inner_steps)
         return apply_heads(query, weight, bias)

@@ -77,6 +77,7 @@ class FineTuningLearner(Learner):
     hparams: FineTuningHParams
     bn_at_test = "batch"
     vmaps_backbone = True
+    fixed_ways = True
 
     def __init__(self, hparams: FineTuningHParams, image_shape: tuple[int, int, int], spec: TaskSpec,
                  num_train_classes: int):
@@ -109,7 +110,7 @@ class FineTuningLearner(Learner):
     def evaluation_batch_size(self) -> int:
         return 16  # adapt_tasks splits a batch into vmap chunks itself; on a CPU 16 ran ~20% faster than 2
 
-    def predict(self, episodes: Episodes) -> torch.Tensor:
-        # torch.func.grad ignores the caller's no_grad, so adaptation works inside evaluate().
+    def predict(self, episodes: Episodes, ways: int) -> torch.Tensor:
+        # ways is the head's own width (fixed_ways). torch.func.grad ignores the caller's no_grad, so adaptation works inside evaluate().
         adapted, _ = self.adapt_tasks(episodes.support, episodes.support_labels, self.hparams.test_inner_steps)
         return self.task_logits(adapted, episodes.query)

@@ -40,7 +40,7 @@ def train_with_file(run: TrainingSetup, hparams: dict, path: Path, on_validation
     every = hparams_with_defaults(run.learner, hparams)
     resume = load_checkpoint(path, run.learner, every) if path.exists() else None
     return run.train(hparams, on_validation, progress=False, resume=resume,
-                     on_checkpoint=lambda state: save_checkpoint(path, run.learner, every, state))
+                     on_checkpoint=lambda state: save_checkpoint(path, run.learner, every, run.trained_on(), state))
 
 
 def curve(history) -> list[tuple]:
@@ -92,7 +92,7 @@ def test_a_failed_save_leaves_the_previous_checkpoint(synthetic, tmp_path: Path)
     states.append(load_checkpoint(path, "protonet", every))
     states[0].data = {"unpicklable": lambda: None}  # torch.save fails halfway through
     with pytest.raises(Exception):
-        save_checkpoint(path, "protonet", every, states[0])
+        save_checkpoint(path, "protonet", every, setup(synthetic).trained_on(), states[0])
     assert load_checkpoint(path, "protonet", every).step == BUDGET.iterations
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.pt"]  # no partial file left
 

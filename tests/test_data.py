@@ -16,6 +16,7 @@ from learners.data import (DataError, DatasetSplits, EpisodeSampler, ImageSplit,
 from learners.data import imagefolder, omniglot
 from learners.data.cache import cached
 from learners.data.episodes import _sample_indices
+from learners.data.preprocessing import Preprocessing
 
 
 def base_characters(split: ImageSplit) -> set[str]:
@@ -48,6 +49,21 @@ def test_omniglot_rotations_and_bright_ink(omniglot_first_load: tuple[DatasetSpl
     assert torch.equal(rotated, torch.rot90(first, 1, dims=(-2, -1)))
     # Ink is bright on a dark background: most pixels are background.
     assert float(first.float().mean()) < 64 and int(first.max()) == 255 and int(first.min()) == 0
+
+
+def test_an_original_omniglot_png_read_with_the_preprocessing_is_the_training_image(
+        omniglot_root: Path, omniglot_first_load: tuple[DatasetSplits, float], tmp_path: Path) -> None:
+    # What a user's 105x105 ink-on-white PNG goes through (hpo.evaluate, hpo.predict): the dataset's own decoding.
+    splits, _ = omniglot_first_load
+    assert splits.preprocessing == omniglot.PREPROCESSING
+    with zipfile.ZipFile(omniglot_root / "images_background.zip") as archive:
+        png = sorted(n for n in archive.namelist() if n.startswith("images_background/Alphabet_of_the_Magi/character01/")
+                     and n.endswith(".png"))[3]
+        (tmp_path / "drawing.png").write_bytes(archive.read(png))
+    with Image.open(tmp_path / "drawing.png") as original:
+        assert original.size == (105, 105)
+    pixels = torch.from_numpy(splits.preprocessing.read(tmp_path / "drawing.png"))
+    assert torch.equal(pixels, splits.train.images[3])  # character01, rotation 0, drawing 3
 
 
 def test_omniglot_second_load_is_cached_and_equal(omniglot_root: Path, omniglot_cache: Path,
@@ -231,10 +247,10 @@ def test_image_folder_layouts_agree_and_cache(tmp_path: Path, monkeypatch: pytes
     b = load_dataset("tieredimagenet", root=tmp_path / "b", cache_dir=tmp_path / "cache")
     assert torch.equal(a.train.images, b.train.images) and torch.equal(a.test.images, b.test.images)
 
-    def no_decoding(path: Path) -> None:
+    def no_decoding(preprocessing: Preprocessing, path: Path) -> None:
         raise AssertionError(f"decoded {path} although it is cached")
 
-    monkeypatch.setattr(imagefolder, "_decode_image", no_decoding)
+    monkeypatch.setattr(Preprocessing, "read", no_decoding)
     again = load_dataset("tieredimagenet", root=tmp_path / "b", cache_dir=tmp_path / "cache")
     assert torch.equal(again.val.images, b.val.images)
     # A new image changes its class folder's mtime, which invalidates the cache.

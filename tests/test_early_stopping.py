@@ -78,7 +78,7 @@ def test_a_run_past_its_best_continues_bit_identically_and_keeps_the_same_model(
     path = tmp_path / "run.pt"
 
     def save(state) -> None:
-        save_checkpoint(path, "protonet", every, state)
+        save_checkpoint(path, "protonet", every, run.trained_on(), state)
         if state.step == expected.stopped_at - 2:
             raise Stop()
 
@@ -86,7 +86,7 @@ def test_a_run_past_its_best_continues_bit_identically_and_keeps_the_same_model(
         run.train(hparams, progress=False, on_checkpoint=save)
     torch.manual_seed(999)
     resumed, got = run.train(hparams, progress=False, resume=load_checkpoint(path, "protonet", every),
-                             on_checkpoint=lambda state: save_checkpoint(path, "protonet", every, state))
+                             on_checkpoint=lambda state: save_checkpoint(path, "protonet", every, run.trained_on(), state))
     assert [(p.step, p.val_accuracy) for p in got.history] == [(p.step, p.val_accuracy) for p in expected.history]
     assert (got.stop_reason, got.stopped_at, got.selected.step) == (expected.stop_reason, expected.stopped_at,
                                                                     expected.selected.step)
@@ -103,7 +103,7 @@ def test_a_kept_model_file_loads_into_the_same_learner(synthetic, tmp_path: Path
     learner, result = run.train({}, progress=False)
     every = hparams_with_defaults("protonet", {})
     save_model(tmp_path / "model.pt", SavedModel("protonet", every, result.selected.step,
-                                                  result.selected.val_accuracy, learner.state_dict()))
+                                                  result.selected.val_accuracy, learner.state_dict(), run.trained_on()))
     loaded = run.load(load_model(tmp_path / "model.pt"))
     assert run.test(loaded, 8) == run.test(learner, 8)
     with pytest.raises(ValueError, match="holds a model without its training state"):

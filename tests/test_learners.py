@@ -134,7 +134,7 @@ def test_training_episode_shape_follows_train_ways_shots_and_queries(synthetic, 
     data = ShapeRecordingData(synthetic.train, spec, seed=0)
     learner.train_step(data, step=1, total_steps=1)
     assert data.shapes == [drawn]
-    assert learner.predict(next(iter(fixed_episodes(synthetic.val, spec, 2, seed=0)))).shape == (2, 15, 5)
+    assert learner.predict(next(iter(fixed_episodes(synthetic.val, spec, 2, seed=0))), 5).shape == (2, 15, 5)
 
 
 @pytest.mark.parametrize("other_shape", [{"queries": 1}, {"shots": 1}])

@@ -72,10 +72,10 @@ def test_predict_adapts_under_no_grad() -> None:
     learner, episodes = small_maml(test_inner_steps=2), random_episodes(tasks=3)
     learner.eval()
     with torch.no_grad():
-        adapted_without_grad = learner.predict(episodes)
+        adapted_without_grad = learner.predict(episodes, 5)
         unadapted = learner.task_logits({n: p.expand(3, *p.shape) for n, p in learner.meta_parameters().items()},
                                         episodes.query)
-    adapted_with_grad = learner.predict(episodes)
+    adapted_with_grad = learner.predict(episodes, 5)
     assert adapted_without_grad.shape == (3, SPEC.ways * SPEC.queries, SPEC.ways)
     torch.testing.assert_close(adapted_without_grad, adapted_with_grad.detach())
     assert (adapted_without_grad - unadapted).abs().max() > 1e-3

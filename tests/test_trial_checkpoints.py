@@ -156,7 +156,11 @@ def test_pruned_trials_keep_nothing_and_only_the_best_model_stays(tmp_path: Path
     # its training checkpoint with Adam's two moments is three times that).
     [size] = [p.stat().st_size for p in tmp_path.glob(f"mlruns/**/{runs[best.number].info.run_id}/artifacts/model.pt")]
     assert size < 500_000
-    assert sum(p.stat().st_size for p in tmp_path.glob("mlruns/**/*.pt")) == size
+    # Besides it, only the registered model's copy of it (an MLflow model holds its own files).
+    [registered] = tmp_path.glob("mlruns/*/models/*/artifacts/artifacts/model.pt")
+    assert registered.read_bytes() == next(tmp_path.glob(f"mlruns/**/{runs[best.number].info.run_id}/artifacts/model.pt")
+                                           ).read_bytes()
+    assert sum(p.stat().st_size for p in tmp_path.glob("mlruns/**/*.pt")) == 2 * size
 
 
 def test_the_final_test_of_the_kept_model_equals_the_retrained_one(tmp_path: Path) -> None:
@@ -169,7 +173,7 @@ def test_the_final_test_of_the_kept_model_equals_the_retrained_one(tmp_path: Pat
     setup = training_setup(config, LEARNER, load_dataset("synthetic"))
     tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "final")
     assert study_name(config, LEARNER) == kept.study_name
-    retrained = final_test(kept, setup, tracker, config.test.episodes, retrain=True, progress=False)
+    retrained, _ = final_test(kept, setup, tracker, config.test.episodes, retrain=True, progress=False)
     assert retrained["how"] == "retrained"
     assert (retrained["test_accuracy"], retrained["test_ci95"]) == (recorded["test_accuracy"], recorded["test_ci95"])
     assert retrained["seconds"] > 5 * recorded["seconds"]  # the point of keeping models
@@ -193,7 +197,8 @@ def test_a_checkpoint_of_other_hyperparameters_is_refused_and_the_trial_fails_wi
     killed_after_second_validation(tmp_path)
     [path] = checkpoints_in(tmp_path)
     every = hparams_with_defaults(LEARNER, {**CONV4, "lr": 0.003})
-    save_checkpoint(path, LEARNER, {**every, "lr": 0.004}, load_checkpoint(path, LEARNER, every))
+    save_checkpoint(path, LEARNER, {**every, "lr": 0.004}, load_model(path).trained_on,
+                    load_checkpoint(path, LEARNER, every))
     assert run_in(tmp_path) == 0
     done = trials(tmp_path, "resume")
     assert counted(done) == 2

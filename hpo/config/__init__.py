@@ -2,16 +2,17 @@
 the command line's overrides, checks against the learners, and preflight checks of the outside world."""
 from hpo.config._learners import check_learners
 from hpo.config._loading import check_workers, load_config, resolve_paths, selected_learners
-from hpo.config._preflight import (ARTIFACT_FOLDER, check_storage, check_tracking_uri, is_mlflow_server, load_data,
-                                   resolve_device, task_spec)
+from hpo.config._preflight import (ARTIFACT_FOLDER, check_mlflow_server, check_storage, check_tracking_uri,
+                                   is_mlflow_server, load_data, resolve_device, task_spec)
 from hpo.config._schema import (NAME_LIMIT, SEED_LIMIT, BudgetConfig, CategoricalParam, CheckpointsConfig, DatasetConfig,
-                                EarlyStoppingConfig, FloatParam, IntParam, LearnerConfig, MilestonesParam, PrunerConfig, SearchConfig, SpaceParam, StudyConfig, TestConfig)
+                                EarlyStoppingConfig, FloatParam, IntParam, LearnerConfig, MilestonesParam, PrunerConfig, RegistryConfig, SearchConfig, SpaceParam, StudyConfig,
+                                TestConfig)
 from hpo.config._space import describe, grid_search_space, grid_size, suggest
 from hpo.errors import ConfigError
 
 __all__ = ["ARTIFACT_FOLDER", "NAME_LIMIT", "SEED_LIMIT", "BudgetConfig", "CategoricalParam", "CheckpointsConfig",
            "ConfigError", "DatasetConfig", "EarlyStoppingConfig", "FloatParam",
-           "IntParam", "LearnerConfig", "MilestonesParam", "PrunerConfig", "SearchConfig", "SpaceParam", "StudyConfig",
-           "TestConfig", "check_learners", "check_storage", "check_tracking_uri", "check_workers", "describe",
+           "IntParam", "LearnerConfig", "MilestonesParam", "PrunerConfig", "RegistryConfig", "SearchConfig", "SpaceParam", "StudyConfig",
+           "TestConfig", "check_learners", "check_mlflow_server", "check_storage", "check_tracking_uri", "check_workers", "describe",
            "grid_search_space", "grid_size", "is_mlflow_server", "load_config", "load_data", "resolve_device",
            "resolve_paths", "selected_learners", "task_spec"]

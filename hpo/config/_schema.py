@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
-                      model_validator)
+                      field_validator, model_validator)
 
 from hpo.redaction import register_secrets
 from learners.base import SEED_LIMIT
@@ -24,7 +24,7 @@ NAME_LIMIT = 490
 
 class Strict(BaseModel):
     # allow_inf_nan: a NaN bound or budget passes every comparison, and YAML reads .inf and .nan as floats.
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, populate_by_name=True, serialize_by_alias=True)
 
 
 # --------------------------------------------------------------------------- search space entries
@@ -204,6 +204,30 @@ class CheckpointsConfig(Strict):
     keep: Literal["best", "all", "none"] = "best"
 
 
+class RegistryConfig(Strict):
+    # After its final test, each learner's tested model is logged as an MLflow model of its parent run and, with
+    # register: true, registered under `name` ({study} and {learner} are replaced): a new version whenever a
+    # study tests a new model.
+    # `register` in the file (a pydantic BaseModel has a `register` method, so the field has another name).
+    enabled: bool = Field(True, alias="register")
+    name: str = "{study}.{learner}"
+
+    @field_validator("name")
+    @classmethod
+    def _name_has_learner(cls, name: str) -> str:
+        # Without {learner}, the learners of one study would be versions of one model.
+        if "{learner}" not in name:
+            raise ValueError("must contain {learner}, so that each learner has a registered model of its own")
+        try:
+            name.format(study="s", learner="l")
+        except (KeyError, IndexError, ValueError) as e:
+            raise ValueError(f"only {{study}} and {{learner}} may be replaced in it ({e})") from None
+        return name
+
+    def model_name(self, study: str, learner: str) -> str:
+        return self.name.format(study=study, learner=learner)
+
+
 class TestConfig(Strict):
     episodes: PositiveInt = 600
     # false: test the best trial's kept model; true: re-train its hyperparameters with the study's seed and
@@ -220,6 +244,7 @@ class StudyConfig(Strict):
     budget: BudgetConfig
     test: TestConfig = TestConfig()
     checkpoints: CheckpointsConfig = CheckpointsConfig()
+    registry: RegistryConfig = RegistryConfig()
     storage: str = "sqlite:///optuna.db"
     tracking_uri: str = "sqlite:///mlflow.db"
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -6,6 +6,10 @@ re-trains the best trial's hyperparameters with the study's seed instead (the se
 trained with), which reproduces that model on the CPU and costs one more trial. The result, which
 says which model was tested and how it was obtained, is stored in the Optuna study, so a resumed,
 finished study does not test again.
+
+The tested model is then published (:func:`publish_tested_model`): logged as an MLflow model of the learner's
+parent run, the test metrics linked to it, and registered as a new version of ``registry.name``. Each step is
+recorded in the same study attribute, so a run stopped between them finishes them, once, when it resumes.
 """
 from __future__ import annotations
 
@@ -18,29 +22,32 @@ from hpo.errors import RunAborted
 from hpo.execution._objective import MODEL_ATTR, delete_kept_model
 from hpo.reporting import FINAL_TEST_ATTR
 from hpo.storage import best_complete_trial
-from hpo.tracking import Tracker, load_kept_model
-from learners.checkpoint import CheckpointError
+from hpo.tracking import Tracker, load_kept_model, log_tested_model, register_tested_model
+from learners.checkpoint import CheckpointError, SavedModel
 from learners.experiment import TrainingSetup
+from learners.inference import example_episode
+from learners.registry import hparams_with_defaults, learner_class
 
 KEPT, RETRAINED = "kept model", "retrained"  # how the tested model was obtained
 
 
-def final_test_is_current(study: optuna.Study, episodes: int, retrain: bool) -> bool:
-    """True when the best trial has been tested on ``episodes`` episodes the way asked (or there is nothing to
-    test)."""
+def final_test_is_current(study: optuna.Study, episodes: int, retrain: bool, register: bool) -> bool:
+    """True when the best trial has been tested on ``episodes`` episodes the way asked and its model published
+    (or there is nothing to test)."""
     best = best_complete_trial(study)
     if best is None:
         return True
     done = study.user_attrs.get(FINAL_TEST_ATTR)
     return (done is not None and done["trial"] == best.number and done["episodes"] == episodes
-            and done.get("how") == (RETRAINED if retrain else KEPT))
+            and done.get("how") == (RETRAINED if retrain else KEPT) and done.get("model_id") is not None
+            and (not register or done.get("registered") is not None))
 
 
 def final_test(study: optuna.Study, setup: TrainingSetup, tracker: Tracker, episodes: int, retrain: bool,
-               progress: bool = True) -> dict[str, Any]:
+               progress: bool = True) -> tuple[dict[str, Any], SavedModel]:
     """Test the best trial's kept model (``retrain``: its re-trained hyperparameters) on ``episodes`` fixed
     test episodes; the result (also a study user attr) has the test accuracy and CI, the best trial, its
-    validation accuracy, and the tested model's run, step and validation accuracy.
+    validation accuracy, and the tested model's run, step and validation accuracy; and the model tested.
 
     Raises:
         RunAborted: the best trial has no readable kept model.
@@ -49,8 +56,10 @@ def final_test(study: optuna.Study, setup: TrainingSetup, tracker: Tracker, epis
     start = time.perf_counter()
     if retrain:
         learner, fitted = setup.train(best.user_attrs["hparams"], progress=progress)
-        model = {"how": RETRAINED, "run_id": None, "step": fitted.selected.step,
-                 "val_accuracy": fitted.selected.val_accuracy}
+        saved = SavedModel(setup.learner, hparams_with_defaults(setup.learner, best.user_attrs["hparams"]),
+                           fitted.selected.step, fitted.selected.val_accuracy, learner.state_dict(),
+                           setup.trained_on())
+        model = {"how": RETRAINED, "run_id": None, "step": saved.step, "val_accuracy": saved.val_accuracy}
     else:
         kept = best.user_attrs.get(MODEL_ATTR)
         if kept is None:
@@ -69,6 +78,31 @@ def final_test(study: optuna.Study, setup: TrainingSetup, tracker: Tracker, epis
               "val_accuracy": best.value, **{f"model_{k}": v for k, v in model.items() if k != "how"},
               "how": model["how"], "seconds": time.perf_counter() - start}
     study.set_user_attr(FINAL_TEST_ATTR, result)
+    return result, saved
+
+
+def publish_tested_model(study: optuna.Study, setup: TrainingSetup, tracker: Tracker, parent_run: str,
+                         result: dict[str, Any], model: SavedModel, registered_name: str | None) -> dict[str, Any]:
+    """Log the tested model with the parent run (test metrics linked) and register it as ``registered_name``
+    (``None``: not registered); the final-test record, with the model id and the registered version added.
+
+    Raises:
+        TrackingError: MLflow cannot be reached or written.
+    """
+    example = example_episode(setup.data.test, setup.spec)
+    result = {**result, "model_id": log_tested_model(tracker, parent_run, model, result, example)}
+    study.set_user_attr(FINAL_TEST_ATTR, result)
+    if registered_name is not None:
+        spec = setup.spec
+        protocol = (f"{spec.ways}-way {spec.shots}-shot {spec.queries}-query, {result['episodes']} fixed test "
+                    f"episodes of seed {setup.seed}, mean ± 95% CI (normal approximation), "
+                    f"batch norm {learner_class(setup.learner).bn_at_test}")
+        version = register_tested_model(tracker, registered_name, result["model_id"], parent_run, {
+            "study": study.study_name, "trial": result["trial"],
+            "test_accuracy": f"{100 * result['test_accuracy']:.2f}% ± {100 * result['test_ci95']:.2f}%",
+            "protocol": protocol, "tested_model": result["how"], "parent_run": parent_run})
+        result = {**result, "registered": {"name": registered_name, "version": version}}
+        study.set_user_attr(FINAL_TEST_ATTR, result)
     return result
 
 

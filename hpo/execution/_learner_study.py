@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from hpo.config import StudyConfig, load_data
-from hpo.execution._final_test import delete_beaten_models, final_test, final_test_is_current
+from hpo.execution._final_test import delete_beaten_models, final_test, final_test_is_current, publish_tested_model
 from hpo.execution._loop import deadline_after
 from hpo.execution._objective import Objective
 from hpo.execution._runners import WORKER_POLL_S, trial_runner
@@ -48,9 +48,10 @@ def tune_learner(config: StudyConfig, learner: str, data: DatasetSplits | None =
     close_orphan_runs(tracker, study)
     queue_grid_points(config, learner, study)
     searched = list(config.learners[learner].space)
-    retrain = config.test.retrain
+    retrain, registry = config.test.retrain, config.registry
+    registered_name = registry.model_name(config.name, learner) if registry.enabled else None
     if (not study.has_trials_left() and not running_count(study)
-            and final_test_is_current(study, config.test.episodes, retrain)):
+            and final_test_is_current(study, config.test.episodes, retrain, registry.enabled)):
         print(f"{study.study_name}: complete with {counted_trials(study)} trials, nothing to run")
         return summarize(study, learner, searched, stored_bytes(tracker, tracker.trial_runs(study.study_name)))
 
@@ -66,14 +67,16 @@ def tune_learner(config: StudyConfig, learner: str, data: DatasetSplits | None =
         with study.lock():  # one final test, also when workers on several machines finish together
             if config.checkpoints.keep == "best":
                 delete_beaten_models(study, tracker)
-            if not final_test_is_current(study, config.test.episodes, retrain):
-                result = final_test(study, search.setup, tracker, config.test.episodes, retrain, progress)
-                tracker.log_metrics(parent, {"test_accuracy": result["test_accuracy"],
-                                             "test_ci95": result["test_ci95"], "val_accuracy": result["val_accuracy"],
-                                             "best_trial": result["trial"], "tested_model_step": result["model_step"],
+            if not final_test_is_current(study, config.test.episodes, retrain, registry.enabled):
+                result, model = final_test(study, search.setup, tracker, config.test.episodes, retrain, progress)
+                tracker.log_metrics(parent, {"val_accuracy": result["val_accuracy"], "best_trial": result["trial"],
+                                             "tested_model_step": result["model_step"],
                                              "tested_model_val_accuracy": result["model_val_accuracy"]})
+                # test_accuracy and test_ci95 are logged with the model, linked to it.
+                result = publish_tested_model(study, search.setup, tracker, parent, result, model, registered_name)
                 tracker.set_tags(parent, {"tested_model": result["how"], "tested_trial": result["trial"],
-                                          "tested_model_run": result["model_run_id"] or "-"})
+                                          "tested_model_run": result["model_run_id"] or "-",
+                                          "registered_model": _version_uri(result)})
                 tracker.log_json(parent, best_complete_trial(study).user_attrs["hparams"], "best_hparams.json")
         _log_plots(tracker, parent, study)
         tracker.end(parent, "FINISHED")
@@ -121,6 +124,11 @@ def _wait_for_running_trials(study: CappedStudy, deadline: float | None, bar: Tr
         time.sleep(WORKER_POLL_S)
         study.fail_stale_trials()
     return True
+
+
+def _version_uri(result: dict) -> str:
+    registered = result.get("registered")
+    return f"models:/{registered['name']}/{registered['version']}" if registered else "-"
 
 
 def _log_plots(tracker: Tracker, run_id: str, study: CappedStudy) -> None:

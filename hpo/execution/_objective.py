@@ -83,7 +83,7 @@ class Objective:
             self.tracker.log_json(run_id, {**self.settings, "learner": learner, "trial": trial.number,
                                            "hparams": every}, "config.json")
             earlier = [run for number in retried if (run := self.tracker.trial_run(self.study, number))]
-            checkpoints = TrialCheckpoints(self.tracker, run_id, learner, every, earlier)
+            checkpoints = TrialCheckpoints(self.tracker, run_id, learner, every, self.setup.trained_on(), earlier)
             resume = self._resume(trial, run_id, checkpoints)
             model, result = self.setup.train(hparams, lambda point: self._validated(trial, run_id, point),
                                              self.progress, resume, checkpoints.save)

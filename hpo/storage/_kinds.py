@@ -73,6 +73,10 @@ class StorageKind(ABC):
     def open(self, heartbeat: Heartbeat | None = None) -> optuna.storages.BaseStorage:
         """The Optuna storage; trials run on it send ``heartbeat`` where the kind has heartbeats (readers pass none)."""
 
+    def check_exists(self, field: str) -> None:
+        """Raise :class:`~hpo.errors.ConfigError` naming ``field`` unless the storage is there already, for a reader
+        that must not create it (a server is checked when it is reached)."""
+
     def schema_lock(self) -> AbstractContextManager[None]:
         """Held while this process opens the database, so that of processes started together only the first
         creates its tables and the others find them made (none by default)."""
@@ -98,6 +102,10 @@ class _FileURL:
     def path(self) -> Path | None:
         path = self.url[len(self.prefix):].split("?", 1)[0]
         return None if path in ("", ":memory:") else Path(path)
+
+    def check_exists(self, field: str) -> None:
+        if self.path is None or not self.path.is_file():
+            raise ConfigError(f"no database file {self.path or self.url}", field)
 
     def resolved(self, cwd: Path) -> str:
         # Resolving once, at start-up, means every later step (and every log line) names the same file.

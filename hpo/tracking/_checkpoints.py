@@ -23,8 +23,8 @@ from typing import Any
 from hpo.errors import RunAborted
 from hpo.tracking._tracker import Tracker
 from learners.base import FitState, ValidationPoint
-from learners.checkpoint import (CheckpointError, CheckpointMismatch, SavedModel, load_checkpoint, load_model,
-                                 save_checkpoint, save_model)
+from learners.checkpoint import (CheckpointError, CheckpointMismatch, SavedModel, TrainedOn, load_checkpoint,
+                                 load_model, save_checkpoint, save_model)
 
 CHECKPOINT_FOLDER = "checkpoints"
 MODEL_FILE = "model.pt"
@@ -36,13 +36,15 @@ class TrialCheckpoints:
     Args:
         tracker, run_id: the trial's MLflow run.
         learner, hparams: the trial's learner and every hyperparameter value it trains with.
+        trained_on: what it trains on (saved with every checkpoint and the model).
         earlier_runs: the runs of the trials this trial retries, the latest first (their checkpoints
             are where it continues from; they are deleted once this run has one of its own).
     """
 
-    def __init__(self, tracker: Tracker, run_id: str, learner: str, hparams: dict[str, Any],
+    def __init__(self, tracker: Tracker, run_id: str, learner: str, hparams: dict[str, Any], trained_on: TrainedOn,
                  earlier_runs: list[str]):
         self.tracker, self.run_id, self.learner, self.hparams = tracker, run_id, learner, hparams
+        self.trained_on = trained_on
         self.earlier_runs = earlier_runs
         self._saved: str | None = None  # this run's checkpoint artifact
 
@@ -78,7 +80,7 @@ class TrialCheckpoints:
         with tempfile.TemporaryDirectory(prefix="fewshot-hpo-") as directory:
             path = Path(directory, Path(artifact).name)
             try:
-                save_checkpoint(path, self.learner, self.hparams, state)
+                save_checkpoint(path, self.learner, self.hparams, self.trained_on, state)
             except OSError as e:
                 raise RunAborted(f"cannot write the checkpoint of step {state.step} in {directory}: "
                                  f"{e.strerror or e}") from e
@@ -95,7 +97,7 @@ class TrialCheckpoints:
 
     def keep_model(self, weights: dict[str, Any], selected: ValidationPoint) -> int:
         """Store the trial's selected weights as ``model.pt`` and delete its checkpoints; return the bytes."""
-        model = SavedModel(self.learner, self.hparams, selected.step, selected.val_accuracy, weights)
+        model = SavedModel(self.learner, self.hparams, selected.step, selected.val_accuracy, weights, self.trained_on)
         with tempfile.TemporaryDirectory(prefix="fewshot-hpo-") as directory:
             path = Path(directory, MODEL_FILE)
             try:

@@ -91,6 +91,7 @@ class Tracker:
     """
 
     def __init__(self, tracking_uri: str, experiment: str):
+        self.tracking_uri = tracking_uri
         with storage_kind(tracking_uri).schema_lock():  # the client creates MLflow's tables in a new database
             self.client = ReportingClient(tracking_uri)
         found = self.client.get_experiment_by_name(experiment)
@@ -154,9 +155,11 @@ class Tracker:
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
         self.client.log_batch(run_id, params=[Param(k, self._text(v)) for k, v in params.items()])
 
-    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0, model_id: str | None = None) -> None:
+        """Log metrics of a run (``model_id``: linked to that logged model of the run, too)."""
         now = int(time.time() * 1000)
-        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, step, model_id=model_id)
+                                               for k, v in metrics.items()])
 
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
         for key, value in self._clean(tags).items():

@@ -4,15 +4,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from learners.data.episodes import ImageSplit, TaskSpec
+from learners.data.preprocessing import Preprocessing
 
 
 @dataclass(frozen=True)
 class DatasetSplits:
-    """The three disjoint class splits of a few-shot benchmark."""
+    """The three disjoint class splits of a few-shot benchmark, and how its image files were decoded."""
 
     train: ImageSplit
     val: ImageSplit
     test: ImageSplit
+    preprocessing: Preprocessing
+    dataset: str = ""            # its name in the registry, and the split it was loaded with (set by load_dataset)
+    split: str = "default"
 
     def __getitem__(self, name: str) -> ImageSplit:
         return {"train": self.train, "val": self.val, "test": self.test}[name]

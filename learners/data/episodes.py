@@ -81,14 +81,18 @@ class ImageSplit:
                             f"images of the smallest class in the '{self.name}' split")
 
     def to_float(self, images: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
-        """uint8 → normalised float on ``device`` (moved first: a quarter of the bytes)."""
-        x = images.to(device, non_blocking=True).float().div_(255.0)
-        if self.mean != (0.0,) or self.std != (1.0,):
-            shape = (-1, 1, 1)
-            mean = torch.tensor(self.mean, device=x.device).view(shape)
-            std = torch.tensor(self.std, device=x.device).view(shape)
-            x = (x - mean) / std
-        return x
+        """uint8 → normalised float on ``device``."""
+        return normalise(images, self.mean, self.std, device)
+
+
+def normalise(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...],
+              device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 → float in [0, 1] normalised per channel, on ``device`` (moved first: a quarter of the bytes)."""
+    x = images.to(device, non_blocking=True).float().div_(255.0)
+    if mean != (0.0,) or std != (1.0,):
+        shape = (-1, 1, 1)
+        x = (x - torch.tensor(mean, device=x.device).view(shape)) / torch.tensor(std, device=x.device).view(shape)
+    return x
 
 
 @dataclass

@@ -18,20 +18,20 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 from tqdm.auto import tqdm
 
 from learners.data.cache import cached, fingerprint
 from learners.data.dataset_splits import DatasetSplits
 from learners.data.episodes import DataError, ImageSplit
+from learners.data.preprocessing import Preprocessing
 
 IMAGE_SIZE = 84
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PARTS = ("train", "val", "test")
 EXTENSIONS = (".jpg", ".jpeg", ".png")
+PREPROCESSING = Preprocessing(channels=3, size=IMAGE_SIZE, resample="bilinear", mean=IMAGENET_MEAN, std=IMAGENET_STD)
 
 # Everything the cached tensors depend on besides the files; bump "format" when decoding changes.
 _DECODING = {"format": 1, "image_size": IMAGE_SIZE, "resample": "bilinear", "mode": "RGB"}
@@ -69,7 +69,7 @@ def load_image_folder(dataset: str, root: Path | None, split: str, cache_dir: Pa
     key = {**_DECODING, "sources": fingerprint(watched)}
     data = cached(cache_dir, dataset, key,
                   lambda: {part: _decode_split(dataset, part, listing[part]) for part in PARTS})
-    return DatasetSplits(*(_image_split(part, data[part]) for part in PARTS))
+    return DatasetSplits(*(_image_split(part, data[part]) for part in PARTS), PREPROCESSING)
 
 
 def _list_layout(dataset: str, root: Path) -> tuple[dict[str, ClassFiles], list[Path]]:
@@ -116,15 +116,6 @@ def _read_folders(dataset: str, folder: Path) -> ClassFiles:
     return classes
 
 
-def _decode_image(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as image:
-            image.draft("RGB", (IMAGE_SIZE, IMAGE_SIZE))  # JPEG: decode at a reduced scale when it is big
-            rgb = image.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
-    except OSError as error:  # missing, unreadable or not an image
-        raise DataError(f"cannot read image {path}: {error}") from error
-    return np.array(rgb, dtype=np.uint8).transpose(2, 0, 1)  # a writable copy for torch.from_numpy
-
 
 def _decode_split(dataset: str, part: str, classes: ClassFiles) -> dict[str, object]:
     """``images`` uint8 [N, 3, 84, 84] (classes contiguous), ``class_count`` and ``class_names``."""
@@ -132,7 +123,7 @@ def _decode_split(dataset: str, part: str, classes: ClassFiles) -> dict[str, obj
     images = torch.empty(len(files), 3, IMAGE_SIZE, IMAGE_SIZE, dtype=torch.uint8)
     # PIL releases the GIL while decoding, so threads decode in parallel.
     with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
-        decoded = pool.map(_decode_image, files)
+        decoded = pool.map(PREPROCESSING.read, files)
         for i, pixels in enumerate(tqdm(decoded, total=len(files), desc=f"decoding {dataset} {part}", unit="img")):
             images[i] = torch.from_numpy(pixels)
     return {"images": images, "class_count": torch.tensor([len(p) for p in classes.values()], dtype=torch.long),
@@ -142,4 +133,5 @@ def _decode_split(dataset: str, part: str, classes: ClassFiles) -> dict[str, obj
 def _image_split(part: str, data: dict) -> ImageSplit:
     count = data["class_count"]
     start = torch.cumsum(count, 0) - count
-    return ImageSplit(part, data["images"], start, count, data["class_names"], IMAGENET_MEAN, IMAGENET_STD)
+    return ImageSplit(part, data["images"], start, count, data["class_names"], PREPROCESSING.mean,
+                      PREPROCESSING.std)

@@ -36,8 +36,10 @@ from tqdm.auto import tqdm
 from learners.data.cache import cached, fingerprint
 from learners.data.dataset_splits import DatasetSplits
 from learners.data.episodes import DataError, ImageSplit
+from learners.data.preprocessing import Preprocessing
 
 IMAGE_SIZE = 28
+PREPROCESSING = Preprocessing(channels=1, size=IMAGE_SIZE, resample="lanczos", invert=True)
 DRAWINGS = 20
 ROTATIONS = (0, 90, 180, 270)
 SETS = {"background": "images_background", "evaluation": "images_evaluation"}
@@ -62,7 +64,8 @@ def load_omniglot(root: Path | None, split: str = "default", cache_dir: Path | N
     data = cached(cache_dir, "omniglot", key, lambda: _decode_all(sources))
     images, names = data["images"], data["names"]
     chosen = _vinyals_split(names) if split == "vinyals" else _lake_split(names)
-    return DatasetSplits(*(_rotated_split(part, images, names, chosen[part]) for part in ("train", "val", "test")))
+    return DatasetSplits(*(_rotated_split(part, images, names, chosen[part]) for part in ("train", "val", "test")),
+                         PREPROCESSING)
 
 
 def _candidates(root: Path, folder: str) -> list[Path]:
@@ -129,8 +132,7 @@ class _SetReader:
 
 def _decode_png(png: bytes) -> np.ndarray:
     with Image.open(io.BytesIO(png)) as image:
-        small = image.convert("L").resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.LANCZOS)
-    return 255 - np.asarray(small, dtype=np.uint8)
+        return PREPROCESSING.decode(image)[0]
 
 
 def _characters(reader: _SetReader) -> dict[str, list[str]]:
