@@ -33,6 +33,9 @@ from learners.data.preprocessing import Preprocessing
 from learners.registry import build_learner
 
 FORMAT = 3  # bumped when the layout of a checkpoint file changes
+# Format 2 files (a study's kept models before models carried TrainedOn) are read too, without it: a study that
+# resumes fills it in from its own setup (TrainingSetup.load), so an earlier study's final test still runs.
+READABLE = (2, FORMAT)
 TRAINING, MODEL = "training", "model"  # the two kinds of file
 
 
@@ -72,15 +75,19 @@ class SavedModel:
     step: int                # the training step of the weights
     val_accuracy: float | None
     weights: dict[str, Any]
-    trained_on: TrainedOn
+    trained_on: TrainedOn | None  # None: a format 2 file
 
     def build(self, device: torch.device | str = "cpu", spec: TaskSpec | None = None) -> Learner:
         """The learner with these weights, on ``device``, for episodes of shape ``spec`` (default: its own).
 
         Raises:
+            CheckpointError: a format 2 file, which does not say what the model was trained on.
             DataError: the learner has a head of fixed width (MAML, Reptile) and ``spec`` other ways.
         """
         trained_on = self.trained_on
+        if trained_on is None:
+            raise CheckpointError("the model was saved by an earlier version (format 2), without its image shape "
+                                  "and preprocessing; rerun its study to publish it with them")
         learner = build_learner(self.learner, self.hparams, trained_on.image_shape, trained_on.spec,
                                 trained_on.train_classes).to(device)
         learner.load_state_dict(self.weights)
@@ -136,7 +143,7 @@ def load_model(path: str | Path) -> SavedModel:
         CheckpointError: the file is missing, truncated or corrupt, or of another format.
     """
     payload = _read(path)
-    trained_on = TrainedOn.from_dict(payload["trained_on"])
+    trained_on = TrainedOn.from_dict(payload["trained_on"]) if "trained_on" in payload else None
     if payload["kind"] == MODEL:
         return SavedModel(**{k: v for k, v in payload.items() if k not in ("kind", "format", "trained_on")},
                           trained_on=trained_on)
@@ -168,8 +175,8 @@ def _read(path: str | Path) -> dict[str, Any]:
     except Exception as e:  # truncated or not a checkpoint: torch raises several kinds
         raise CheckpointError(f"cannot read the checkpoint {path} ({type(e).__name__}: "
                               f"{str(e).splitlines()[0] if str(e) else 'no message'})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+    if not isinstance(payload, dict) or payload.get("format") not in READABLE:
         found = f"format {payload['format']}" if isinstance(payload, dict) and "format" in payload else "no format"
         raise CheckpointError(f"{path} is not a checkpoint of this version ({found}; this version reads "
-                              f"format {FORMAT})")
+                              f"format {' and '.join(map(str, READABLE))})")
     return payload

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -188,6 +188,8 @@ class TrainingSetup:
         if model.learner != self.learner:
             raise CheckpointError(f"the model is of {model.learner}, not of {self.learner}")
         trained_on = self.trained_on()
+        if model.trained_on is None:  # a format 2 file of this setup's study
+            model = replace(model, trained_on=trained_on)
         if (model.trained_on.image_shape, model.trained_on.spec) != (trained_on.image_shape, trained_on.spec):
             raise CheckpointError(f"the model is for {model.trained_on.image_shape} images in "
                                   f"{model.trained_on.spec} episodes, not {trained_on.image_shape} in {trained_on.spec}")

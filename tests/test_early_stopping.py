@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from learners import Budget, TrainingData, build_learner, fit
-from learners.checkpoint import SavedModel, load_checkpoint, load_model, save_checkpoint, save_model
+from learners.checkpoint import CheckpointError, SavedModel, load_checkpoint, load_model, save_checkpoint, save_model
 from learners.data import TaskSpec
 from learners.experiment import TrainingSetup
 from learners.registry import hparams_with_defaults
@@ -106,6 +106,14 @@ def test_a_kept_model_file_loads_into_the_same_learner(synthetic, tmp_path: Path
                                                   result.selected.val_accuracy, learner.state_dict(), run.trained_on()))
     loaded = run.load(load_model(tmp_path / "model.pt"))
     assert run.test(loaded, 8) == run.test(learner, 8)
+    # A kept model of an earlier version (format 2, without trained_on) still loads into its study's setup, and
+    # alone it is a one-line error.
+    earlier = {"format": 2, "kind": "model", "learner": "protonet", "hparams": every, "step": result.selected.step,
+               "val_accuracy": result.selected.val_accuracy, "weights": learner.state_dict()}
+    torch.save(earlier, tmp_path / "earlier.pt")
+    assert run.test(run.load(load_model(tmp_path / "earlier.pt")), 8) == run.test(learner, 8)
+    with pytest.raises(CheckpointError, match="saved by an earlier version .format 2."):
+        load_model(tmp_path / "earlier.pt").build()
     with pytest.raises(ValueError, match="holds a model without its training state"):
         load_checkpoint(tmp_path / "model.pt", "protonet", every)
 

@@ -8,7 +8,7 @@ what it was trained on and its preprocessing), rebuilds the learner from it, and
 
     {"support": uint8 [n, C, H, W], "support_labels": int64 [n] (0..ways-1), "query": uint8 [m, C, H, W]}
 
-(images already decoded to the model's size: ``metadata["preprocessing"]`` says how, and
+(images already decoded to the model's size: ``metadata["trained_on"]["preprocessing"]`` says how, and
 ``python -m hpo.predict`` does it from files) and returns class probabilities ``float32 [m, ways]``.
 Loading it needs this project installed (``learners``), as its pip requirements say.
 """
