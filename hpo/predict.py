@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 from hpo.config import resolve_device
 from hpo.model_commands import open_model, parser, run_command
 from learners.data import DataError
+from learners.files import write_atomically
 from learners.inference import image_files, probabilities, read_support
 
 COLUMNS = ("image", "predicted", "probability", "runner_up", "runner_up_probability")
@@ -78,19 +78,14 @@ def _images(paths: list[Path]) -> list[Path]:
 
 
 def _write_csv(path: Path, rows: list[tuple[str, ...]]) -> None:
-    """Write atomically: a temporary file beside ``path``, renamed over it."""
     text = io.StringIO()
     writer = csv.writer(text)
     writer.writerow(COLUMNS)
     writer.writerows(rows)
-    temporary = path.with_name(f".{path.name}.partial")
     try:
-        temporary.write_text(text.getvalue())
-        os.replace(temporary, path)
+        write_atomically(path, lambda handle: handle.write(text.getvalue().encode()))
     except OSError as e:
         raise DataError(f"--csv {path}: {e.strerror or e}") from None
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ learner and hyperparameters it was trained with, and loading it for another refu
 """
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ import torch
 from learners.base import FitState, Learner, Selection, ValidationPoint
 from learners.data import TaskSpec
 from learners.data.preprocessing import Preprocessing
+from learners.files import write_atomically
 from learners.registry import build_learner
 
 FORMAT = 3  # bumped when the layout of a checkpoint file changes
@@ -155,16 +155,7 @@ def load_model(path: str | Path) -> SavedModel:
 
 
 def _write(path: str | Path, payload: dict[str, Any]) -> None:
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.partial")
-    try:
-        with temporary.open("wb") as handle:
-            torch.save({"format": FORMAT, **payload}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    write_atomically(path, lambda handle: torch.save({"format": FORMAT, **payload}, handle))
 
 
 def _read(path: str | Path) -> dict[str, Any]:

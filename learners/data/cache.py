@@ -11,12 +11,13 @@ import hashlib
 import json
 import os
 import pickle
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import torch
+
+from learners.files import write_atomically
 
 CACHE_ENV = "FEWSHOT_HPO_CACHE"
 
@@ -53,15 +54,7 @@ def cached(cache_dir: Path | None, name: str, key: dict[str, Any],
     data = build()
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(data, f)
-            os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache may be shared
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        write_atomically(path, lambda handle: torch.save(data, handle))
     except OSError as error:
         # A read-only or full cache folder costs speed next time, not correctness now.
         warnings.warn(f"could not write dataset cache {path}: {error}", stacklevel=2)
