@@ -6,6 +6,7 @@ the worker of each trial, and no password anywhere.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -25,9 +26,10 @@ from mlflow.exceptions import MlflowException
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.storage import grid_points
-from tests.helpers import (CONV4, PASSWORD, LONG_BUDGET, SECONDS_BUDGET, TINY_BUDGET, assert_nothing_written,
-                           assert_one_error_line, counted, finish, journal_trials, learner_study, load_trials, main_in,
-                           parent_run, start_hpo, study_dict, trial_runs, wait_for, write_study)
+from tests.helpers import (BASE_STUDY, CONV4, LEARNER, PASSWORD, LONG_BUDGET, SECONDS_BUDGET, TINY_BUDGET,
+                           assert_nothing_written, assert_one_error_line, counted, environment, finish, journal_trials,
+                           learner_study, load_trials, main_in, parent_run, start_hpo, study_dict, tracking, trial_runs,
+                           wait_for, write_study)
 
 # The PostgreSQL URL's other password (trust auth ignores it), in the query string.
 QUERY_PASSWORD = "Wm5k+Tr7e%21"
@@ -336,3 +338,10 @@ def test_two_workers_track_into_a_real_mlflow_server(mlflow_server: tuple[str, P
     assert parent_run(url, "served").info.status == "FINISHED"
     # Artifacts went through the server into its artifact store.
     assert any(path.name == "config.json" for path in artifacts.rglob("*"))
+    # The tested model is registered on the server, for every machine, and scores there as in the final test.
+    [version] = tracking(url).search_model_versions(f"name = 'served.{LEARNER}'")
+    evaluated = subprocess.run([sys.executable, "-m", "hpo.evaluate", f"models:/served.{LEARNER}/{version.version}",
+                                "--tracking-uri", url, "--episodes", str(BASE_STUDY["test"]["episodes"]), "--json"],
+                               cwd=tmp_path, env=environment(), capture_output=True, text=True, timeout=300)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout)["accuracy"] == parent_run(url, "served").data.metrics["test_accuracy"]
