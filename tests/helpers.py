@@ -8,12 +8,17 @@ from __future__ import annotations
 import copy
 import getpass
 import os
+import shutil
+import signal
+import socket
 import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 import optuna
 import pytest
@@ -225,6 +230,56 @@ def connect_to_postgres() -> Any:
     if all("Connection refused" in e or "could not connect" in e for e in errors):
         pytest.skip(f"no PostgreSQL server at 127.0.0.1:5432 ({errors[0]})")
     raise AssertionError(f"PostgreSQL at 127.0.0.1:5432 refused every user: {errors}")
+
+
+# --------------------------------------------------------------------------- an MLflow server, a browser
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def mlflow_server(backend_store: str, *options: str) -> Iterator[str]:
+    """A real ``mlflow server`` of ``backend_store`` on a free loopback port, until the block ends; its URL."""
+    url = f"http://127.0.0.1:{(port := free_port())}"
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_store,
+                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1", *options],
+                              env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert server.poll() is None, server.communicate()[1]
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=5).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "mlflow server did not answer /health in time"
+                time.sleep(1.0)
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # the server and its uvicorn workers
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+CHROMIUM = shutil.which("chromium")
+NO_CHROMIUM = "Chromium is not installed (.ci/run installs it: apt-get install -y chromium)"
+
+
+def rendered(url: str, offline: bool = False) -> str:
+    """The DOM of a page after its scripts ran, in headless Chromium (20 s of virtual time: the MLflow UI is a
+    React app); ``offline``: every host name fails to resolve, as on a machine without a network."""
+    blocked = ["--host-resolver-rules=MAP * ~NOTFOUND"] if offline else []
+    done = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1600,1000",
+                           "--virtual-time-budget=20000", *blocked, "--dump-dom", url],
+                          capture_output=True, text=True, timeout=120)
+    return done.stdout
 
 
 # --------------------------------------------------------------------------- checks

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+import optuna
 from optuna.trial import TrialState
 
 from hpo.redaction import register_secrets
@@ -57,13 +58,30 @@ def test_one_parent_with_nested_trials_test_metrics_and_artifacts(grid_run: tupl
     best = max((t for t in trials(directory, "grid") if t.state == TrialState.COMPLETE), key=lambda t: t.value)
     assert parent.data.metrics["best_trial"] == best.number and parent.data.metrics["val_accuracy"] == best.value
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"config.json", "optimization_history.html", "parallel_coordinate.html"} <= artifacts
+    assert {"config.json", "plots"} <= artifacts
     assert parent.info.artifact_uri.startswith(str(directory / "mlruns"))
+    # The plots as images MLflow previews, and one HTML report that needs no network: plotly.js inline, once.
+    plots = {Path(a.path).name: a.file_size for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert {"optimization_history.png", "validation_curves.png", "parallel_coordinate.png", "plots.html"} <= set(plots)
+    [report] = directory.glob(f"mlruns/*/{parent.info.run_id}/artifacts/plots/plots.html")
+    html = report.read_text()
+    assert "<script src=" not in html and html.count("Plotly.newPlot") == len(plots) - 1
+    assert sum(plots.values()) < 6 * 2**20
+    for name in plots:
+        if name.endswith(".png"):
+            assert (report.parent / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The MLflow UI opens the experiment as model training; Optuna's views name the value.
+    assert client.get_experiment(parent.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    study = optuna.load_study(study_name=f"grid/{LEARNER}", storage=f"sqlite:///{directory}/optuna.db")
+    assert study.metric_names == ["val_accuracy"]
 
     for number, run in trial_runs(directory, "grid").items():
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert set(hparam_names(LEARNER)) <= set(run.data.params)
         assert {"bn_at_test", "worker_host", "worker_pid"} <= set(run.data.tags)
+        # The base learning rate is a param; the scheduled one a metric of its own name.
+        assert set(run.data.metrics) == {"val_accuracy", "train_loss", "lr_scheduled", "seconds"}
+        assert "lr" in run.data.params
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
         assert steps and steps == [2, 4][:len(steps)] and (len(steps) == 2 or run.info.status == "KILLED")
         assert "config.json" in {a.path for a in client.list_artifacts(run.info.run_id)}

@@ -5,12 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,7 +20,8 @@ from hpo.predict import main as predict_main
 from learners.checkpoint import SavedModel
 from learners.data import Episodes, ImageSplit, load_dataset
 from learners.registry import LEARNERS
-from tests.helpers import REPO, assert_one_error_line, environment, main_in, tracking, write_study
+from tests.helpers import (CHROMIUM, NO_CHROMIUM, REPO, assert_one_error_line, environment, main_in, mlflow_server,
+                           rendered, tracking, write_study)
 
 STUDY = "qs"
 TEST_EPISODES = 20
@@ -373,38 +370,10 @@ def test_bad_input_is_one_error_line_exit_2_and_writes_nothing(study_dir: Path, 
 
 # --------------------------------------------------------------------------- the MLflow UI
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def rendered(url: str) -> str:
-    """The DOM of a page after its scripts ran (headless Chromium, 20 s of virtual time for the React app)."""
-    done = subprocess.run([shutil.which("chromium"), "--headless", "--no-sandbox", "--disable-gpu",
-                           "--window-size=1600,1000", "--virtual-time-budget=20000", "--dump-dom", url],
-                          capture_output=True, text=True, timeout=120)
-    return done.stdout
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="Chromium is not installed (.ci/run installs it: "
-                                                              "apt-get install -y chromium)")
+@pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
 def test_the_mlflow_ui_shows_each_model_in_its_runs_models_column_and_on_the_models_page(study_dir: Path) -> None:
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
-                               f"sqlite:///{study_dir}/mlflow.db", "--host", "127.0.0.1", "--port", str(port)],
-                              cwd=study_dir, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(base + "/health", timeout=2):
-                    break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, "the MLflow server did not start"
-                time.sleep(1)
+    with mlflow_server(f"sqlite:///{study_dir}/mlflow.db") as base:
         experiment = tracking(study_dir).get_experiment_by_name(STUDY).experiment_id
         runs_page = rendered(f"{base}/#/experiments/{experiment}/runs")
         assert ">Models<" in runs_page  # the runs table's column
@@ -416,6 +385,3 @@ def test_the_mlflow_ui_shows_each_model_in_its_runs_models_column_and_on_the_mod
             assert f"{STUDY}.{learner}" in models_page
         run_page = rendered(f"{base}/#/experiments/{experiment}/runs/{_parent(study_dir, 'protonet').info.run_id}")
         assert "Registered models" in run_page and f"models/{STUDY}.protonet/versions/1" in run_page
-    finally:
-        server.terminate()
-        server.wait(timeout=30)

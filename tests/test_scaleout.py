@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
@@ -28,8 +27,8 @@ from optuna.trial import FrozenTrial, TrialState
 from hpo.storage import grid_points
 from tests.helpers import (BASE_STUDY, CONV4, LEARNER, PASSWORD, LONG_BUDGET, SECONDS_BUDGET, TINY_BUDGET,
                            assert_nothing_written, assert_one_error_line, counted, environment, finish, journal_trials,
-                           learner_study, load_trials, main_in, parent_run, start_hpo, study_dict, tracking, trial_runs,
-                           wait_for, write_study)
+                           learner_study, load_trials, main_in, mlflow_server, parent_run, start_hpo, study_dict,
+                           tracking, trial_runs, wait_for, write_study)
 
 # The PostgreSQL URL's other password (trust auth ignores it), in the query string.
 QUERY_PASSWORD = "Wm5k+Tr7e%21"
@@ -285,44 +284,16 @@ def test_no_password_in_the_error_line_of_an_unreachable_server(option: str, url
 
 # --------------------------------------------------------------------------- MLflow server
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
-def mlflow_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A real ``mlflow server`` on a free loopback port; yields its URL and artifact folder."""
-    port, artifacts = free_port(), tmp_path / "server-artifacts"
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
-                               f"sqlite:///{tmp_path}/server.db", "--artifacts-destination", str(artifacts),
-                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert server.poll() is None, server.communicate()[1]
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=5).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "mlflow server did not answer /health in time"
-                time.sleep(1.0)
+def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A real ``mlflow server`` with its own database and artifact folder; its URL and that folder."""
+    artifacts = tmp_path / "server-artifacts"
+    with mlflow_server(f"sqlite:///{tmp_path}/server.db", "--artifacts-destination", str(artifacts)) as url:
         yield url, artifacts
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)  # the server and its uvicorn workers
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
 
 
-@pytest.mark.slow
-def test_two_workers_track_into_a_real_mlflow_server(mlflow_server: tuple[str, Path], tmp_path: Path) -> None:
-    url, artifacts = mlflow_server
+def test_two_workers_track_into_a_real_mlflow_server(served: tuple[str, Path], tmp_path: Path) -> None:
+    url, artifacts = served
     write_study(tmp_path, study_dict(name="served", search={"sampler": "random", "n_trials": 6},
                                      budget={"iterations": 20, "val_interval": 10, "val_episodes": 4}))
     process = start_hpo(tmp_path, "--workers", "2", "--storage", JOURNAL, "--tracking-uri", url)

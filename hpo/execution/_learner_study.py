@@ -18,7 +18,7 @@ from hpo.execution._objective import Objective
 from hpo.execution._runners import WORKER_POLL_S, trial_runner
 from hpo.execution._search import LearnerSearch, queue_grid_points
 from hpo.execution._signals import interrupts_deferred
-from hpo.reporting import LearnerSummary, TrialsBar, summarize, write_plots
+from hpo.reporting import PLOTS_FOLDER, LearnerSummary, TrialsBar, summarize, write_plots
 from hpo.storage import CappedStudy, best_complete_trial, counted_trials, running_count
 from hpo.tracking import STUDY_TAG, Tracker, close_orphan_runs, parent_params, stored_bytes
 from learners.data import DatasetSplits
@@ -134,4 +134,4 @@ def _version_uri(result: dict) -> str:
 def _log_plots(tracker: Tracker, run_id: str, study: CappedStudy) -> None:
     with tempfile.TemporaryDirectory() as directory:
         for path in write_plots(study, Path(directory)):
-            tracker.log_file(run_id, path)
+            tracker.log_file(run_id, path, PLOTS_FOLDER)

@@ -181,5 +181,11 @@ def _retried_trials(trial: optuna.Trial) -> list[int]:
     return list(reversed(frozen.system_attrs.get("retry_history", [])))
 
 
+OBJECTIVE_NAME = "val_accuracy"  # what a trial's value is, as Optuna's views name it
+
+# MLflow names of a validation point's fields: the scheduled learning rate is not the `lr` param (the base rate).
+METRIC_NAMES = {"val_accuracy": "val_accuracy", "train_loss": "train_loss", "lr": "lr_scheduled", "seconds": "seconds"}
+
+
 def _metrics(point: ValidationPoint) -> dict[str, float]:
-    return {k: v for k, v in asdict(point).items() if k != "step"}
+    return {METRIC_NAMES[k]: v for k, v in asdict(point).items() if k != "step"}

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import optuna
 
 from hpo.config import SEED_LIMIT, PrunerConfig, StudyConfig, grid_search_space, resolve_device, task_spec
-from hpo.execution._objective import Objective
+from hpo.execution._objective import OBJECTIVE_NAME, Objective
 from hpo.logs import experimental_api
 from hpo.storage import CappedStudy, Heartbeat, grid_points, queue_grid, storage_kind
 from hpo.tracking import Tracker, trial_settings
@@ -73,6 +73,9 @@ def open_study(config: StudyConfig, learner: str, worker: str = "") -> CappedStu
     kind = storage_kind(config.storage)
     storage = kind.open(Heartbeat(search.heartbeat_interval, search.grace_period))
     stored = optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True)
+    if stored.metric_names != [OBJECTIVE_NAME]:  # optuna-dashboard's label for the value (else "Objective 0")
+        with experimental_api():
+            stored.set_metric_names([OBJECTIVE_NAME])
     return CappedStudy(name, kind, storage, make_sampler(config, len(stored.get_trials(deepcopy=False)), worker),
                        make_pruner(search.pruner, budget.iterations, budget.val_interval),
                        total=search.n_trials, queued_only=search.sampler == "grid")

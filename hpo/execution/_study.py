@@ -6,7 +6,7 @@ import optuna
 from hpo.config import StudyConfig
 from hpo.execution._learner_study import tune_learner
 from hpo.execution._search import study_name
-from hpo.reporting import LearnerSummary, csv_table, markdown_table, summarize
+from hpo.reporting import LearnerSummary, csv_table, format_where_to_look, markdown_table, summarize
 from hpo.storage import get_storage, storage_kind
 from hpo.tracking import Tracker, stored_bytes
 from learners.data import DatasetSplits
@@ -25,7 +25,7 @@ def run_study(config: StudyConfig, learners: list[str], data: DatasetSplits, pro
 
     Returns:
         The summary table (Markdown), also logged to MLflow as ``summary.md`` and ``summary.csv`` on
-        the study's summary run.
+        the study's summary run, and where to look at the results (:func:`format_where_to_look`).
 
     Raises:
         KeyboardInterrupt, RunAborted: as :func:`tune_learner`.
@@ -40,7 +40,7 @@ def run_study(config: StudyConfig, learners: list[str], data: DatasetSplits, pro
     tracker.log_text(run, table, "summary.md")
     tracker.log_text(run, csv_table(rows), "summary.csv")
     tracker.end(run, "FINISHED")
-    return table
+    return f"{table}\n{format_where_to_look(config, tracker.experiment_id)}"
 
 
 def study_summaries(config: StudyConfig, tracker: Tracker) -> list[LearnerSummary]:

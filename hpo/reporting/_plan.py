@@ -40,3 +40,13 @@ def format_plan(config: StudyConfig, learners: list[str], data: DatasetSplits, d
         if s.sampler == "grid":
             lines.append(f"      grid   {grid_size(grid_search_space(entry.space, learner))} points")
     return "\n".join(lines)
+
+
+def format_where_to_look(config: StudyConfig, experiment_id: str) -> str:
+    """The lines printed after a search: how to open its MLflow experiment on its runs."""
+    # MLflow 3.17's UI opens an experiment in its GenAI mode (a traces page) unless the link asks for the other.
+    runs = f"/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    if is_mlflow_server(config.tracking_uri):
+        return f"MLflow: open {redact(config.tracking_uri).rstrip('/')}{runs}"
+    return (f"MLflow: mlflow ui --backend-store-uri {redact(config.tracking_uri)}\n"
+            f"        then open http://127.0.0.1:5000{runs}")

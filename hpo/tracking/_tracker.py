@@ -40,6 +40,7 @@ STUDY_TAG = "optuna_study"
 TRIAL_TAG = "optuna_trial_number"
 STATE_TAG = "optuna_trial_state"
 RUNNING = RunStatus.to_string(RunStatus.RUNNING)
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 
 
 def worker_tags() -> dict[str, str]:
@@ -102,6 +103,9 @@ class Tracker:
             if found.lifecycle_stage == "deleted":
                 self.client.restore_experiment(found.experiment_id)
             self.experiment_id = found.experiment_id
+        # MLflow 3's UI opens an experiment by its kind; without one it lands on the GenAI traces page. Set on
+        # every start, so that experiments of earlier versions gain it when their study resumes.
+        self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
 
     def reuse_or_start(self, role: str, key_tags: dict[str, str], name: str, params: dict[str, Any],
                        tags: dict[str, str] | None = None) -> str:

@@ -1,0 +1,61 @@
+"""The record as a user meets it, offline: the command's last lines say where to look, that link opens the
+MLflow experiment on its runs, and every plot artifact draws without a network (headless Chromium)."""
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import (CHROMIUM, NO_CHROMIUM, LOG_LR, main_in, mlflow_server, rendered, study_dict, tracking,
+                           write_study)
+
+LEARNERS = {"protonet": {"fixed": {"backbone": "conv4"}, "space": {"lr": LOG_LR, "meta_batch": {
+    "type": "int", "low": 1, "high": 2}}},
+            "maml": {"fixed": {"backbone": "conv4", "meta_batch": 2, "first_order": True},
+                     "space": {"inner_lr": {"type": "float", "low": 0.05, "high": 0.5}, "lr": LOG_LR}}}
+
+
+@pytest.fixture(scope="module")
+def study_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A two-learner synthetic study, run; its folder and what the command printed."""
+    directory = tmp_path_factory.mktemp("views")
+    write_study(directory, study_dict(name="views", learners=LEARNERS,
+                                      search={"sampler": "random", "n_trials": 3}))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main_in(directory, "study.yaml", "--no-progress") == 0
+    return directory, out.getvalue()
+
+
+def printed_runs_path(printed: str) -> str:
+    """The path and fragment of the URL the command's last lines give (after the host)."""
+    [url] = re.findall(r"then open http://127\.0\.0\.1:5000(\S+)", printed)
+    return url
+
+
+def test_the_last_lines_say_how_to_open_the_experiment_on_its_runs(study_run: tuple[Path, str]) -> None:
+    directory, printed = study_run
+    experiment = tracking(directory).get_experiment_by_name("views").experiment_id
+    lines = printed.rstrip().splitlines()
+    assert lines[-2] == f"MLflow: mlflow ui --backend-store-uri sqlite:///{directory}/mlflow.db"
+    assert printed_runs_path(printed) == f"/#/experiments/{experiment}/runs?workflowType=machine_learning"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
+def test_the_printed_link_opens_the_runs_and_every_plot_draws_offline(study_run: tuple[Path, str]) -> None:
+    directory, printed = study_run
+    with mlflow_server(f"sqlite:///{directory}/mlflow.db") as base:
+        page = rendered(base + printed_runs_path(printed))
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", re.sub(r"<(script|style).*?</\1>", "", page, flags=re.S)))
+    # The runs table of model training, not the GenAI overview ("Traces 0, No data available").
+    assert "Run Name" in text and "No data available" not in text
+    for learner in LEARNERS:  # each parent run's name, a link to its page
+        assert re.search(rf'href="#/experiments/\d+/runs/[0-9a-f]{{32}}"><span[^>]*>{learner}</span></a>', page)
+    for report in directory.glob("mlruns/*/*/artifacts/plots/plots.html"):
+        figures = len(list(report.parent.glob("*.png")))
+        drawn = rendered(report.as_uri(), offline=True)
+        assert drawn.count('class="main-svg"') >= figures >= 3, report
