@@ -1,6 +1,7 @@
 """End to end on synthetic data: trial accounting, pruning, MLflow runs, resume, grid exhaustion, Ctrl-C."""
 from __future__ import annotations
 
+import json
 import signal
 import time
 from pathlib import Path
@@ -11,6 +12,8 @@ from optuna.trial import TrialState
 
 from hpo.redaction import register_secrets
 from learners import hparam_names
+from learners.data import load_dataset
+from learners.registry import hparams_with_defaults
 from tests.helpers import (BASE_STUDY, CONV4, LEARNER, LONG_BUDGET, counted, learner_study, run_in, runs,
                            start_hpo, study_dict, tracking, trial_runs, trials, wait_for_running_trial, write_study)
 
@@ -75,10 +78,19 @@ def test_one_parent_with_nested_trials_test_metrics_and_artifacts(grid_run: tupl
     study = optuna.load_study(study_name=f"grid/{LEARNER}", storage=f"sqlite:///{directory}/optuna.db")
     assert study.metric_names == ["val_accuracy"]
 
+    data = load_dataset("synthetic")
+    assert [(d.dataset.name, d.tags[0].value) for d in parent.inputs.dataset_inputs] == [
+        ("synthetic/default/train", "train"), ("synthetic/default/val", "validation"),
+        ("synthetic/default/test", "test")]
+    assert len({data.train.digest, data.val.digest, data.test.digest}) == 3
     for number, run in trial_runs(directory, "grid").items():
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert set(hparam_names(LEARNER)) <= set(run.data.params)
         assert {"bn_at_test", "worker_host", "worker_pid"} <= set(run.data.tags)
+        # The data it used, as MLflow datasets: the training and validation classes, told apart by digest.
+        assert {(d.dataset.name, d.dataset.digest, d.tags[0].value) for d in run.inputs.dataset_inputs} == {
+            ("synthetic/default/train", data.train.digest, "train"), ("synthetic/default/val", data.val.digest,
+                                                                      "validation")}
         # The base learning rate is a param; the scheduled one a metric of its own name.
         assert set(run.data.metrics) == {"val_accuracy", "train_loss", "lr_scheduled", "seconds"}
         assert "lr" in run.data.params
@@ -109,6 +121,25 @@ def test_resume_adds_only_the_remainder_and_reuses_the_parent(tmp_path: Path,
     assert len(trials(tmp_path, "resume")) == 4
     [parent] = runs(tmp_path, "resume", "parent")
     assert len(tracking(tmp_path).get_metric_history(parent.info.run_id, "test_accuracy")) == tests_logged
+
+    # One final-test run per final test, nested under the parent, with exactly the tested configuration as params;
+    # a new best trial's made a new one, a new model version, and marked the earlier run superseded.
+    study = optuna.load_study(study_name=f"resume/{LEARNER}", storage=f"sqlite:///{tmp_path}/optuna.db")
+    record = study.user_attrs["final_test"]
+    finals = runs(tmp_path, "resume", "final_test")
+    current = [run for run in finals if "superseded" not in run.data.tags]
+    assert [run.info.run_id for run in current] == [record["run_id"]]
+    [final] = current
+    assert final.data.tags["mlflow.parentRunId"] == parent.info.run_id and final.info.status == "FINISHED"
+    assert final.data.params == {k: str(v) for k, v in
+                                 hparams_with_defaults(LEARNER, study.best_trial.user_attrs["hparams"]).items()
+                                 if not isinstance(v, tuple)} | {k: json.dumps(list(v)) for k, v in
+                                 hparams_with_defaults(LEARNER, study.best_trial.user_attrs["hparams"]).items()
+                                 if isinstance(v, tuple)}
+    assert final.data.metrics["test_accuracy"] == parent.data.metrics["test_accuracy"] == record["test_accuracy"]
+    versions = tracking(tmp_path).search_model_versions(f"name = 'resume.{LEARNER}'")
+    assert len(finals) == len(versions) == tests_logged
+    assert all(run.data.tags["superseded_by"] == final.info.run_id for run in finals if run is not final)
 
 
 def test_a_study_named_like_a_password_piece_still_resumes_its_runs(tmp_path: Path) -> None:
@@ -158,3 +189,22 @@ def test_interrupt_fails_the_trial_kills_its_run_and_a_rerun_completes(stop: sig
     assert {r.info.status for r in trial_runs(tmp_path, "stop").values()} <= {"FINISHED", "KILLED", "FAILED"}
     [parent] = runs(tmp_path, "stop", "parent")
     assert parent.info.status == "FINISHED"
+
+
+def test_a_new_best_trial_makes_a_new_final_test_run_and_model_version(tmp_path: Path) -> None:
+    lr = {"lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}}
+    write_study(tmp_path, learner_study(lr, CONV4, name="newbest", search={"sampler": "random", "n_trials": 1},
+                                       budget={"iterations": 20, "val_interval": 10, "val_episodes": 10}))
+    assert run_in(tmp_path) == 0
+    assert run_in(tmp_path, "--n-trials", "3") == 0
+    study = optuna.load_study(study_name=f"newbest/{LEARNER}", storage=f"sqlite:///{tmp_path}/optuna.db")
+    assert study.best_trial.number != 0  # measured: a later trial beats the first (seed 0, CPU)
+    first, second = runs(tmp_path, "newbest", "final_test")  # oldest first
+    assert (first.data.tags["tested_trial"], second.data.tags["tested_trial"]) == ("0", str(study.best_trial.number))
+    assert first.data.tags["superseded"] == "true" and first.data.tags["superseded_by"] == second.info.run_id
+    assert "superseded" not in second.data.tags and first.data.params["lr"] != second.data.params["lr"]
+    assert [(d.dataset.name, d.tags[0].value) for d in second.inputs.dataset_inputs] == [
+        ("synthetic/default/test", "test")]
+    versions = tracking(tmp_path).search_model_versions(f"name = 'newbest.{LEARNER}'")
+    assert sorted(int(v.version) for v in versions) == [1, 2]
+    assert {int(v.version): v.tags["trial"] for v in versions} == {1: "0", 2: str(study.best_trial.number)}

@@ -17,18 +17,22 @@ import time
 from typing import Any
 
 import optuna
+from mlflow.entities import DatasetInput
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from hpo.errors import RunAborted
 from hpo.execution._objective import MODEL_ATTR, delete_kept_model
 from hpo.reporting import FINAL_TEST_ATTR
 from hpo.storage import best_complete_trial
-from hpo.tracking import Tracker, load_kept_model, log_tested_model, register_tested_model
+from hpo.tracking import (FINAL_TEST_TAG, STUDY_TAG, Tracker, final_test_key, load_kept_model, log_tested_model,
+                          register_tested_model)
 from learners.checkpoint import CheckpointError, SavedModel
 from learners.experiment import TrainingSetup
 from learners.inference import example_episode
 from learners.registry import hparams_with_defaults, learner_class
 
 KEPT, RETRAINED = "kept model", "retrained"  # how the tested model was obtained
+FINAL_TEST_ROLE = "final_test"  # run_role of the final-test runs
 
 
 def final_test_is_current(study: optuna.Study, episodes: int, retrain: bool, register: bool) -> bool:
@@ -40,7 +44,7 @@ def final_test_is_current(study: optuna.Study, episodes: int, retrain: bool, reg
     done = study.user_attrs.get(FINAL_TEST_ATTR)
     return (done is not None and done["trial"] == best.number and done["episodes"] == episodes
             and done.get("how") == (RETRAINED if retrain else KEPT) and done.get("model_id") is not None
-            and (not register or done.get("registered") is not None))
+            and (not register or done.get("registered") is not None) and done.get("run_id") is not None)
 
 
 def final_test(study: optuna.Study, setup: TrainingSetup, tracker: Tracker, episodes: int, retrain: bool,
@@ -103,6 +107,34 @@ def publish_tested_model(study: optuna.Study, setup: TrainingSetup, tracker: Tra
             "protocol": protocol, "tested_model": result["how"], "parent_run": parent_run})
         result = {**result, "registered": {"name": registered_name, "version": version}}
         study.set_user_attr(FINAL_TEST_ATTR, result)
+    return result
+
+
+def record_final_test_run(study: optuna.Study, tracker: Tracker, parent_run: str, result: dict[str, Any],
+                          model: SavedModel, test_data: DatasetInput) -> dict[str, Any]:
+    """A run nested under the parent whose params are exactly the tested configuration (every hyperparameter)
+    and whose metrics are the test results, so that selecting the final-test runs of several learners and
+    pressing Compare shows their tuned values side by side. Params are immutable: a new final test (a new best
+    trial) makes a new run, and the study's earlier ones are tagged ``superseded``. The record, with the run id.
+    """
+    key = final_test_key(result)
+    registered = result.get("registered")
+    run = tracker.reuse_or_start(FINAL_TEST_ROLE, {STUDY_TAG: study.study_name, FINAL_TEST_TAG: key},
+                                 name=f"{model.learner}-final-test", params=model.hparams, tags={
+                                     MLFLOW_PARENT_RUN_ID: parent_run, "learner": model.learner,
+                                     "tested_trial": result["trial"], "tested_model": result["how"],
+                                     "registered_model": (f"models:/{registered['name']}/{registered['version']}"
+                                                          if registered else "-")})
+    tracker.log_inputs(run, [test_data])
+    tracker.log_metrics(run, {"test_accuracy": result["test_accuracy"], "test_ci95": result["test_ci95"],
+                              "val_accuracy": result["val_accuracy"], "tested_model_step": result["model_step"]},
+                        model_id=result["model_id"])
+    tracker.end(run, "FINISHED")
+    for earlier in tracker.role_runs(FINAL_TEST_ROLE, study.study_name):
+        if earlier.info.run_id != run and "superseded_by" not in earlier.data.tags:
+            tracker.set_tags(earlier.info.run_id, {"superseded": "true", "superseded_by": run})
+    result = {**result, "run_id": run}
+    study.set_user_attr(FINAL_TEST_ATTR, result)
     return result
 
 

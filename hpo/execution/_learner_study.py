@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 from hpo.config import StudyConfig, load_data
-from hpo.execution._final_test import delete_beaten_models, final_test, final_test_is_current, publish_tested_model
+from hpo.execution._final_test import (delete_beaten_models, final_test, final_test_is_current, publish_tested_model,
+                                      record_final_test_run)
 from hpo.execution._loop import deadline_after
 from hpo.execution._objective import Objective
 from hpo.execution._runners import WORKER_POLL_S, trial_runner
@@ -62,6 +63,7 @@ def tune_learner(config: StudyConfig, learner: str, data: DatasetSplits | None =
     objective = search.objective(parent, progress)
     try:
         tracker.log_json(parent, config.model_dump(mode="json"), "config.json")
+        tracker.log_inputs(parent, list(search.datasets.values()))
         _search_until_done(search, objective, parent, progress)
         close_orphan_runs(tracker, study)
         with study.lock():  # one final test, also when workers on several machines finish together
@@ -74,6 +76,7 @@ def tune_learner(config: StudyConfig, learner: str, data: DatasetSplits | None =
                                              "tested_model_val_accuracy": result["model_val_accuracy"]})
                 # test_accuracy and test_ci95 are logged with the model, linked to it.
                 result = publish_tested_model(study, search.setup, tracker, parent, result, model, registered_name)
+                result = record_final_test_run(study, tracker, parent, result, model, search.datasets["test"])
                 tracker.set_tags(parent, {"tested_model": result["how"], "tested_trial": result["trial"],
                                           "tested_model_run": result["model_run_id"] or "-",
                                           "registered_model": _version_uri(result)})

@@ -20,6 +20,7 @@ from dataclasses import asdict
 from typing import Any
 
 import optuna
+from mlflow.entities import DatasetInput
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.config import LearnerConfig, suggest
@@ -45,13 +46,15 @@ class Objective:
         study: the Optuna study's name (tagged on every trial run).
         settings: the run settings written next to each trial's hyperparameters.
         keep: ``checkpoints.keep``: which completed trials keep their model (best, all, none).
+        datasets: the MLflow inputs every trial run records (the training and validation classes).
     """
 
     def __init__(self, setup: TrainingSetup, learner_config: LearnerConfig, tracker: Tracker, parent_run: str,
-                 study: str, settings: dict[str, Any], keep: str, progress: bool = True):
+                 study: str, settings: dict[str, Any], keep: str, datasets: list[DatasetInput],
+                 progress: bool = True):
         self.setup, self.learner_config, self.tracker = setup, learner_config, tracker
         self.parent_run, self.study, self.settings, self.progress = parent_run, study, settings, progress
-        self.keep = keep
+        self.keep, self.datasets = keep, datasets
         # Number of the trial stopped by Ctrl-C / SIGTERM, so the caller can queue it again.
         self.interrupted_trial: int | None = None
 
@@ -82,6 +85,7 @@ class Objective:
         try:
             self.tracker.log_json(run_id, {**self.settings, "learner": learner, "trial": trial.number,
                                            "hparams": every}, "config.json")
+            self.tracker.log_inputs(run_id, self.datasets)
             earlier = [run for number in retried if (run := self.tracker.trial_run(self.study, number))]
             checkpoints = TrialCheckpoints(self.tracker, run_id, learner, every, self.setup.trained_on(), earlier)
             resume = self._resume(trial, run_id, checkpoints)

@@ -15,7 +15,9 @@ from hpo.config import SEED_LIMIT, PrunerConfig, StudyConfig, grid_search_space,
 from hpo.execution._objective import OBJECTIVE_NAME, Objective
 from hpo.logs import experimental_api
 from hpo.storage import CappedStudy, Heartbeat, grid_points, queue_grid, storage_kind
-from hpo.tracking import Tracker, trial_settings
+from mlflow.entities import DatasetInput
+
+from hpo.tracking import Tracker, dataset_inputs, trial_settings
 from learners import Budget
 from learners.data import DatasetSplits
 from learners.experiment import TrainingSetup
@@ -103,16 +105,18 @@ class LearnerSearch:
     setup: TrainingSetup
     study: CappedStudy
     tracker: Tracker
+    datasets: dict[str, DatasetInput]  # the MLflow input of each class split
 
     @classmethod
     def open(cls, config: StudyConfig, learner: str, data: DatasetSplits, worker: str = "") -> LearnerSearch:
         study = open_study(config, learner, worker)
         with study.lock():  # machines starting together: one creates the MLflow experiment, the others find it
             tracker = Tracker(config.tracking_uri, config.name)
-        return cls(config, learner, training_setup(config, learner, data), study, tracker)
+        return cls(config, learner, training_setup(config, learner, data), study, tracker,
+                   dataset_inputs(data, config.dataset.root))
 
     def objective(self, parent_run: str, progress: bool) -> Objective:
         """The objective whose trial runs nest under ``parent_run``, the learner's MLflow parent run."""
         return Objective(self.setup, self.config.learners[self.learner], self.tracker, parent_run,
                          self.study.study_name, trial_settings(self.config, self.setup.device),
-                         self.config.checkpoints.keep, progress)
+                         self.config.checkpoints.keep, [self.datasets["train"], self.datasets["val"]], progress)

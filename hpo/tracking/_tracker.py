@@ -8,7 +8,8 @@ Runs, all in one experiment named after the study:
 
 * ``run_role=summary``: one per study, holding the summary table (Markdown and CSV);
 * ``run_role=parent``: one per learner study (tag ``optuna_study``), reused when a study resumes;
-* ``run_role=trial``: one per Optuna trial, nested under its parent (tag ``mlflow.parentRunId``).
+* ``run_role=trial``: one per Optuna trial, nested under its parent (tag ``mlflow.parentRunId``);
+* ``run_role=final_test``: one per final test, nested under its parent: the tested configuration as params.
 
 Every MLflow error, and every file-system error writing artifacts (disk full, ``mlruns`` not
 writable), becomes a :class:`~hpo.errors.TrackingError`: one line naming the tracking URI, which
@@ -26,7 +27,7 @@ from typing import Any, Callable
 
 import sqlalchemy
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunStatus, ViewType
+from mlflow.entities import DatasetInput, Metric, Param, Run, RunStatus, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
@@ -146,8 +147,12 @@ class Tracker:
 
     def trial_runs(self, study: str) -> list[str]:
         """The run ids of every trial run of ``study``."""
-        query = f"tags.{ROLE_TAG} = 'trial' and tags.{STUDY_TAG} = '{self._text(study)}'"
-        return [run.info.run_id for run in self.client.search_runs([self.experiment_id], query, max_results=10_000)]
+        return [run.info.run_id for run in self.role_runs("trial", study)]
+
+    def role_runs(self, role: str, study: str) -> list[Run]:
+        """Every run of ``study`` with this ``run_role``."""
+        query = f"tags.{ROLE_TAG} = '{role}' and tags.{STUDY_TAG} = '{self._text(study)}'"
+        return self.client.search_runs([self.experiment_id], query, max_results=10_000)
 
     def running_children(self, study: str) -> dict[int, str]:
         """Trial number → run id of the trial runs of ``study`` still marked RUNNING."""
@@ -168,6 +173,10 @@ class Tracker:
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
         for key, value in self._clean(tags).items():
             self.client.set_tag(run_id, key, value)
+
+    def log_inputs(self, run_id: str, inputs: list[DatasetInput]) -> None:
+        """Record the datasets a run used (:mod:`hpo.tracking._datasets`)."""
+        self.client.log_inputs(run_id, datasets=inputs)
 
     def log_json(self, run_id: str, data: Any, artifact_file: str) -> None:
         self.log_text(run_id, json.dumps(data, indent=2, default=str), artifact_file)
