@@ -5,12 +5,16 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import (CHROMIUM, NO_CHROMIUM, LOG_LR, main_in, mlflow_server, rendered, study_dict, tracking,
-                           write_study)
+from tests.helpers import (CHROMIUM, NO_CHROMIUM, LOG_LR, environment, free_port, main_in, mlflow_server, rendered,
+                           study_dict, tracking, write_study)
 
 LEARNERS = {"protonet": {"fixed": {"backbone": "conv4"}, "space": {"lr": LOG_LR, "meta_batch": {
     "type": "int", "low": 1, "high": 2}}},
@@ -40,7 +44,8 @@ def test_the_last_lines_say_how_to_open_the_experiment_on_its_runs(study_run: tu
     directory, printed = study_run
     experiment = tracking(directory).get_experiment_by_name("views").experiment_id
     lines = printed.rstrip().splitlines()
-    assert lines[-2] == f"MLflow: mlflow ui --backend-store-uri sqlite:///{directory}/mlflow.db"
+    assert lines[-3] == f"MLflow: mlflow ui --backend-store-uri sqlite:///{directory}/mlflow.db"
+    assert lines[-1].startswith(f"Optuna: optuna-dashboard sqlite:///{directory}/optuna.db ")
     assert printed_runs_path(printed) == f"/#/experiments/{experiment}/runs?workflowType=machine_learning"
 
 
@@ -50,7 +55,7 @@ def test_the_printed_link_opens_the_runs_and_every_plot_draws_offline(study_run:
     directory, printed = study_run
     with mlflow_server(f"sqlite:///{directory}/mlflow.db") as base:
         page = rendered(base + printed_runs_path(printed))
-    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", re.sub(r"<(script|style).*?</\1>", "", page, flags=re.S)))
+    text = visible_text(page)
     # The runs table of model training, not the GenAI overview ("Traces 0, No data available").
     assert "Run Name" in text and "No data available" not in text
     for learner in LEARNERS:  # each parent run's name, a link to its page
@@ -59,3 +64,36 @@ def test_the_printed_link_opens_the_runs_and_every_plot_draws_offline(study_run:
         figures = len(list(report.parent.glob("*.png")))
         drawn = rendered(report.as_uri(), offline=True)
         assert drawn.count('class="main-svg"') >= figures >= 3, report
+
+
+def visible_text(page: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", re.sub(r"<(script|style).*?</\1>", "", page, flags=re.S)))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
+def test_optuna_dashboard_lists_the_studies_and_names_their_value(study_run: tuple[Path, str]) -> None:
+    pytest.importorskip("optuna_dashboard", reason="optuna-dashboard is not installed (pip install -e '.[dashboard]')")
+    directory, _ = study_run
+    url = f"http://127.0.0.1:{(port := free_port())}"
+    # Its console script, next to this interpreter (the package has no __main__).
+    command = Path(sys.executable).parent / "optuna-dashboard"
+    dashboard = subprocess.Popen([str(command), f"sqlite:///{directory}/optuna.db", "--host", "127.0.0.1",
+                                  "--port", str(port)], env=environment(),
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/api/studies", timeout=2).close()
+                break
+            except OSError:
+                assert dashboard.poll() is None and time.monotonic() < deadline, "optuna-dashboard did not start"
+                time.sleep(0.5)
+        listing = visible_text(rendered(f"{url}/dashboard"))
+        assert all(f"views/{learner}" in listing for learner in LEARNERS)
+        history = rendered(f"{url}/dashboard/studies/1")
+        assert "val_accuracy" in visible_text(history) and 'class="main-svg"' in history  # the value's name, drawn
+    finally:
+        dashboard.terminate()
+        dashboard.wait(timeout=30)

@@ -5,6 +5,7 @@ import torch
 
 from hpo.config import ARTIFACT_FOLDER, StudyConfig, describe, grid_search_space, grid_size, is_mlflow_server
 from hpo.redaction import redact
+from hpo.storage import storage_kind
 from learners.data import DatasetSplits
 
 
@@ -43,10 +44,12 @@ def format_plan(config: StudyConfig, learners: list[str], data: DatasetSplits, d
 
 
 def format_where_to_look(config: StudyConfig, experiment_id: str) -> str:
-    """The lines printed after a search: how to open its MLflow experiment on its runs."""
+    """The lines printed after a search: how to open its MLflow experiment on its runs, and its Optuna studies."""
     # MLflow 3.17's UI opens an experiment in its GenAI mode (a traces page) unless the link asks for the other.
     runs = f"/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    optuna = (f"Optuna: optuna-dashboard {storage_kind(config.storage).dashboard_argument()}   "
+              f"(pip install -e '.[dashboard]'; then open http://127.0.0.1:8080)")
     if is_mlflow_server(config.tracking_uri):
-        return f"MLflow: open {redact(config.tracking_uri).rstrip('/')}{runs}"
+        return f"MLflow: open {redact(config.tracking_uri).rstrip('/')}{runs}\n{optuna}"
     return (f"MLflow: mlflow ui --backend-store-uri {redact(config.tracking_uri)}\n"
-            f"        then open http://127.0.0.1:5000{runs}")
+            f"        then open http://127.0.0.1:5000{runs}\n{optuna}")

@@ -77,6 +77,10 @@ class StorageKind(ABC):
         """Raise :class:`~hpo.errors.ConfigError` naming ``field`` unless the storage is there already, for a reader
         that must not create it (a server is checked when it is reached)."""
 
+    def dashboard_argument(self) -> str:
+        """What ``optuna-dashboard`` is given to open this storage (passwords redacted)."""
+        return redact(self.url)
+
     def schema_lock(self) -> AbstractContextManager[None]:
         """Held while this process opens the database, so that of processes started together only the first
         creates its tables and the others find them made (none by default)."""
@@ -199,6 +203,9 @@ class Journal(_FileURL, StorageKind):
 
     prefix = "journal:///"
     shared_by_processes = True
+
+    def dashboard_argument(self) -> str:
+        return str(self.path)  # optuna-dashboard opens a journal by its file's path
 
     def check(self, field: str) -> None:
         path = self.path
