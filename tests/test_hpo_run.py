@@ -14,8 +14,9 @@ from hpo.redaction import register_secrets
 from learners import hparam_names
 from learners.data import load_dataset
 from learners.registry import hparams_with_defaults
-from tests.helpers import (BASE_STUDY, CONV4, LEARNER, LONG_BUDGET, counted, learner_study, run_in, runs,
-                           start_hpo, study_dict, tracking, trial_runs, trials, wait_for_running_trial, write_study)
+from tests.helpers import (BASE_STUDY, CONV4, LEARNER, LOG_LR, LONG_BUDGET, SECONDS_BUDGET, counted, learner_study,
+                           run_in, runs, start_hpo, study_dict, tracking, trial_runs, trials, wait_for_running_trial,
+                           write_study)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 # Seed 1 makes the grid run lr=0.001 first, so the poor lr=0.5 trial that follows is below the
@@ -208,3 +209,15 @@ def test_a_new_best_trial_makes_a_new_final_test_run_and_model_version(tmp_path:
     versions = tracking(tmp_path).search_model_versions(f"name = 'newbest.{LEARNER}'")
     assert sorted(int(v.version) for v in versions) == [1, 2]
     assert {int(v.version): v.tags["trial"] for v in versions} == {1: "0", 2: str(study.best_trial.number)}
+
+
+def test_system_metrics_are_sampled_into_each_trial_run_when_asked(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")  # trials of seconds; studies sample every 10 s
+    write_study(tmp_path, {**learner_study({"lr": LOG_LR}, CONV4, name="system", budget=SECONDS_BUDGET,
+                                           search={"sampler": "random", "n_trials": 1}), "system_metrics": True})
+    assert run_in(tmp_path) == 0
+    [run] = trial_runs(tmp_path, "system").values()
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(run.data.metrics)
+    [parent] = runs(tmp_path, "system", "parent")
+    assert not any(name.startswith("system/") for name in parent.data.metrics)

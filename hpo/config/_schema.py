@@ -6,6 +6,8 @@ storage kinds, data on disk) run after this, in :mod:`hpo.config._learners`,
 """
 from __future__ import annotations
 
+import importlib.util
+
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -247,12 +249,20 @@ class StudyConfig(Strict):
     registry: RegistryConfig = RegistryConfig()
     storage: str = "sqlite:///optuna.db"
     tracking_uri: str = "sqlite:///mlflow.db"
+    # MLflow's own CPU, memory, disk and network (and GPU, with pynvml) samples on every trial run, every 10 s.
+    system_metrics: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     @model_validator(mode="after")
     def _check(self) -> "StudyConfig":
         if self.checkpoints.keep == "none" and not self.test.retrain:
             raise ValueError("checkpoints.keep: none keeps no model for the final test; set test.retrain: true")
+        return self
+
+    @model_validator(mode="after")
+    def _check_system_metrics(self) -> "StudyConfig":
+        if self.system_metrics and importlib.util.find_spec("psutil") is None:
+            raise ValueError("system_metrics: true needs psutil: pip install -e '.[system-metrics]'")
         return self
 
     @model_validator(mode="after")

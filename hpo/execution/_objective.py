@@ -26,7 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpo.config import LearnerConfig, suggest
 from hpo.errors import FAILURE_REASON, RUN_FAULTS, TrialFailed, failure_reason
 from hpo.storage import best_complete_trial
-from hpo.tracking import MODEL_FILE, STATE_TAG, Tracker, TrialCheckpoints, run_status
+from hpo.tracking import MODEL_FILE, STATE_TAG, Tracker, TrialCheckpoints, run_status, system_metrics
 from learners import TrainingDiverged, hparams_with_defaults, learner_class
 from learners.base import FitResult, FitState, ValidationPoint
 from learners.experiment import TrainingSetup
@@ -47,14 +47,15 @@ class Objective:
         settings: the run settings written next to each trial's hyperparameters.
         keep: ``checkpoints.keep``: which completed trials keep their model (best, all, none).
         datasets: the MLflow inputs every trial run records (the training and validation classes).
+        system_metrics: sample the machine into each trial run (MLflow's system metrics).
     """
 
     def __init__(self, setup: TrainingSetup, learner_config: LearnerConfig, tracker: Tracker, parent_run: str,
                  study: str, settings: dict[str, Any], keep: str, datasets: list[DatasetInput],
-                 progress: bool = True):
+                 system_metrics: bool = False, progress: bool = True):
         self.setup, self.learner_config, self.tracker = setup, learner_config, tracker
         self.parent_run, self.study, self.settings, self.progress = parent_run, study, settings, progress
-        self.keep, self.datasets = keep, datasets
+        self.keep, self.datasets, self.system_metrics = keep, datasets, system_metrics
         # Number of the trial stopped by Ctrl-C / SIGTERM, so the caller can queue it again.
         self.interrupted_trial: int | None = None
 
@@ -89,8 +90,9 @@ class Objective:
             earlier = [run for number in retried if (run := self.tracker.trial_run(self.study, number))]
             checkpoints = TrialCheckpoints(self.tracker, run_id, learner, every, self.setup.trained_on(), earlier)
             resume = self._resume(trial, run_id, checkpoints)
-            model, result = self.setup.train(hparams, lambda point: self._validated(trial, run_id, point),
-                                             self.progress, resume, checkpoints.save)
+            with system_metrics(self.tracker.tracking_uri, run_id, self.system_metrics):
+                model, result = self.setup.train(hparams, lambda point: self._validated(trial, run_id, point),
+                                                 self.progress, resume, checkpoints.save)
             tags.update(self._ended(trial, result))
             if self.keep == "none":
                 checkpoints.discard_checkpoints()

@@ -119,4 +119,5 @@ class LearnerSearch:
         """The objective whose trial runs nest under ``parent_run``, the learner's MLflow parent run."""
         return Objective(self.setup, self.config.learners[self.learner], self.tracker, parent_run,
                          self.study.study_name, trial_settings(self.config, self.setup.device),
-                         self.config.checkpoints.keep, [self.datasets["train"], self.datasets["val"]], progress)
+                         self.config.checkpoints.keep, [self.datasets["train"], self.datasets["val"]],
+                         self.config.system_metrics, progress)

@@ -23,7 +23,8 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import sqlalchemy
 from mlflow import MlflowClient
@@ -79,6 +80,26 @@ class ReportingClient:
                 raise TrackingError(f"MLflow tracking at {self._uri} failed: {first_line(e)}") from e
 
         return reported
+
+
+SYSTEM_METRICS_INTERVAL_S = 10  # MLflow's default; measured overhead: docs/benchmarks.md#system-metrics
+
+
+@contextmanager
+def system_metrics(tracking_uri: str, run_id: str, enabled: bool) -> Iterator[None]:
+    """While the block runs, MLflow samples the machine (CPU, memory, disk, network; GPUs with pynvml) into the
+    run's ``system/*`` metrics (``enabled``; needs psutil)."""
+    if not enabled:
+        yield
+        return
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor  # imports psutil
+
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=SYSTEM_METRICS_INTERVAL_S, tracking_uri=tracking_uri)
+    monitor.start()
+    try:
+        yield
+    finally:
+        monitor.finish()
 
 
 class Tracker:
