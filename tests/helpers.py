@@ -272,13 +272,16 @@ CHROMIUM = shutil.which("chromium")
 NO_CHROMIUM = "Chromium is not installed (.ci/run installs it: apt-get install -y chromium)"
 
 
-def rendered(url: str, offline: bool = False) -> str:
+def rendered(url: str, offline: bool = False, console: list[str] | None = None) -> str:
     """The DOM of a page after its scripts ran, in headless Chromium (20 s of virtual time: the MLflow UI is a
-    React app); ``offline``: every host name fails to resolve, as on a machine without a network."""
+    React app); ``offline``: every host name fails to resolve, as on a machine without a network; ``console``
+    receives the page's console messages (an uncaught error among them)."""
     blocked = ["--host-resolver-rules=MAP * ~NOTFOUND"] if offline else []
     done = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1600,1000",
-                           "--virtual-time-budget=20000", *blocked, "--dump-dom", url],
-                          capture_output=True, text=True, timeout=120)
+                           "--virtual-time-budget=20000", "--enable-logging=stderr", "--v=0", *blocked,
+                           "--dump-dom", url], capture_output=True, text=True, timeout=120)
+    if console is not None:
+        console += [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
     return done.stdout
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import re
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -53,17 +55,30 @@ def test_the_last_lines_say_how_to_open_the_experiment_on_its_runs(study_run: tu
 @pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
 def test_the_printed_link_opens_the_runs_and_every_plot_draws_offline(study_run: tuple[Path, str]) -> None:
     directory, printed = study_run
+    client = tracking(directory)
+    experiment = client.get_experiment_by_name("views").experiment_id
+    finals = client.search_runs([experiment], "tags.run_role = 'final_test'")
     with mlflow_server(f"sqlite:///{directory}/mlflow.db") as base:
         page = rendered(base + printed_runs_path(printed))
+        ids, experiments = json.dumps([r.info.run_id for r in finals]), json.dumps([experiment])
+        compared = visible_text(rendered(f"{base}/#/compare-runs?runs={quote(ids)}&experiments={quote(experiments)}"))
     text = visible_text(page)
     # The runs table of model training, not the GenAI overview ("Traces 0, No data available").
     assert "Run Name" in text and "No data available" not in text
     for learner in LEARNERS:  # each parent run's name, a link to its page
         assert re.search(rf'href="#/experiments/\d+/runs/[0-9a-f]{{32}}"><span[^>]*>{learner}</span></a>', page)
-    for report in directory.glob("mlruns/*/*/artifacts/plots/plots.html"):
-        figures = len(list(report.parent.glob("*.png")))
-        drawn = rendered(report.as_uri(), offline=True)
-        assert drawn.count('class="main-svg"') >= figures >= 3, report
+    # Compare on the final-test runs: the learners' tuned values side by side, and their test accuracy.
+    assert len(finals) == len(LEARNERS) and "test_accuracy" in compared
+    for final in finals:
+        assert f"{final.info.run_name} " in compared and all(
+            final.data.params[name] in compared for name in LEARNERS[final.data.tags["learner"]]["space"])
+    reports = list(directory.glob("mlruns/*/*/artifacts/plots/plots.html"))
+    assert len(reports) == len(LEARNERS)
+    for report in reports:
+        figures, console = len(list(report.parent.glob("*.png"))), []
+        drawn = rendered(report.as_uri(), offline=True, console=console)
+        assert drawn.count('class="main-svg"') >= figures >= 3, report  # every plot drawn, with no network
+        assert not [line for line in console if "Uncaught" in line or "rror" in line], console
 
 
 def visible_text(page: str) -> str:
