@@ -183,7 +183,8 @@ def counted(all_trials: list[FrozenTrial]) -> int:
 
 def tracking(where: Path | str) -> MlflowClient:
     """An MLflow client: of the SQLite database of folder ``where`` (the default tracking), or of the URI."""
-    return MlflowClient(f"sqlite:///{where}/mlflow.db" if isinstance(where, Path) else where)
+    uri = f"sqlite:///{where}/mlflow.db" if isinstance(where, Path) else where
+    return MlflowClient(uri, registry_uri=uri)
 
 
 def runs(where: Path | str, name: str, role: str) -> list[Run]:
@@ -272,14 +273,18 @@ CHROMIUM = shutil.which("chromium")
 NO_CHROMIUM = "Chromium is not installed (.ci/run installs it: apt-get install -y chromium)"
 
 
-def rendered(url: str, offline: bool = False, console: list[str] | None = None) -> str:
+def rendered(url: str, offline: bool = False, console: list[str] | None = None, expect: str | None = None) -> str:
     """The DOM of a page after its scripts ran, in headless Chromium (20 s of virtual time: the MLflow UI is a
     React app); ``offline``: every host name fails to resolve, as on a machine without a network; ``console``
-    receives the page's console messages (an uncaught error among them)."""
+    receives the page's console messages (an uncaught error among them). ``expect``: rendered again, up to three
+    times, until the DOM holds it (a server busy with the first requests can answer after the time is up)."""
     blocked = ["--host-resolver-rules=MAP * ~NOTFOUND"] if offline else []
-    done = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1600,1000",
-                           "--virtual-time-budget=20000", "--enable-logging=stderr", "--v=0", *blocked,
-                           "--dump-dom", url], capture_output=True, text=True, timeout=120)
+    for _ in range(3):
+        done = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1600,1000",
+                               "--virtual-time-budget=20000", "--enable-logging=stderr", "--v=0", *blocked,
+                               "--dump-dom", url], capture_output=True, text=True, timeout=120)
+        if expect is None or expect in done.stdout:
+            break
     if console is not None:
         console += [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
     return done.stdout

@@ -229,8 +229,9 @@ def small_disk(folder: Path, size: str) -> Iterator[Path]:
 
 @pytest.fixture
 def full_mlruns(tmp_path: Path) -> Iterator[Path]:
-    """``tmp_path/mlruns`` on a small tmpfs filled to the last byte (emptied, it holds a trial's checkpoints)."""
-    with small_disk(tmp_path / "mlruns", "4m") as mlruns:
+    """``tmp_path/mlruns`` on a small tmpfs filled to the last byte (emptied, it holds a study's artifacts: checkpoints,
+    the model and its registered copy, and 4.8 MB of plots)."""
+    with small_disk(tmp_path / "mlruns", "16m") as mlruns:
         with open(mlruns / "filler", "wb", buffering=0) as filler:
             with pytest.raises(OSError, match="No space left"):
                 while True:

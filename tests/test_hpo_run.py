@@ -221,3 +221,25 @@ def test_system_metrics_are_sampled_into_each_trial_run_when_asked(tmp_path: Pat
     assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(run.data.metrics)
     [parent] = runs(tmp_path, "system", "parent")
     assert not any(name.startswith("system/") for name in parent.data.metrics)
+
+
+def test_a_study_left_by_an_earlier_version_gains_the_new_records_once_when_it_resumes(tmp_path: Path) -> None:
+    write_study(tmp_path, study_dict(name="earlier"))
+    assert run_in(tmp_path) == 0
+    client = tracking(tmp_path)
+    experiment = client.get_experiment_by_name("earlier").experiment_id
+    study = optuna.load_study(study_name=f"earlier/{LEARNER}", storage=f"sqlite:///{tmp_path}/optuna.db")
+    # As an earlier version left it: no experiment kind, no final-test run, a final test without the model's ids.
+    client.delete_experiment_tag(experiment, "mlflow.experimentKind")
+    for final in runs(tmp_path, "earlier", "final_test"):
+        client.delete_run(final.info.run_id)
+    study.set_user_attr("final_test", {k: v for k, v in study.user_attrs["final_test"].items()
+                                       if k not in ("model_id", "registered", "run_id")})
+    assert run_in(tmp_path) == 0
+    assert client.get_experiment(experiment).tags["mlflow.experimentKind"] == "custom_model_development"
+    record = optuna.load_study(study_name=f"earlier/{LEARNER}",
+                               storage=f"sqlite:///{tmp_path}/optuna.db").user_attrs["final_test"]
+    assert [run.info.run_id for run in runs(tmp_path, "earlier", "final_test")] == [record["run_id"]]
+    # The model logged and registered the first time is found again, not logged or registered twice.
+    [version] = client.search_model_versions(f"name = 'earlier.{LEARNER}'")
+    assert version.source == f"models:/{record['model_id']}" and record["registered"]["version"] == str(version.version)

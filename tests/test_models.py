@@ -375,13 +375,14 @@ def test_bad_input_is_one_error_line_exit_2_and_writes_nothing(study_dir: Path, 
 def test_the_mlflow_ui_shows_each_model_in_its_runs_models_column_and_on_the_models_page(study_dir: Path) -> None:
     with mlflow_server(f"sqlite:///{study_dir}/mlflow.db") as base:
         experiment = tracking(study_dir).get_experiment_by_name(STUDY).experiment_id
-        runs_page = rendered(f"{base}/#/experiments/{experiment}/runs")
+        runs_page = rendered(f"{base}/#/experiments/{experiment}/runs", expect=">Models<")
         assert ">Models<" in runs_page  # the runs table's column
-        models_page = rendered(f"{base}/#/models")
+        models_page = rendered(f"{base}/#/models", expect=f"{STUDY}.")
         for learner in LEARNERS:
             model_id = _parent(study_dir, learner).outputs.model_outputs[0].model_id
             # The parent run's Models cell links its logged model, named after the learner.
             assert f'href="#/experiments/{experiment}/models/{model_id}" target="_blank">{learner}</a>' in runs_page
             assert f"{STUDY}.{learner}" in models_page
-        run_page = rendered(f"{base}/#/experiments/{experiment}/runs/{_parent(study_dir, 'protonet').info.run_id}")
+        run_page = rendered(f"{base}/#/experiments/{experiment}/runs/{_parent(study_dir, 'protonet').info.run_id}",
+                            expect="Registered models")
         assert "Registered models" in run_page and f"models/{STUDY}.protonet/versions/1" in run_page

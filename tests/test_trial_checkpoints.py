@@ -71,7 +71,8 @@ def kept_weights(where: Path | str, run_id: str, tmp_path: Path) -> dict[str, to
     return load_model(path).weights
 
 
-def assert_retry_matches_an_uninterrupted_trial(where: Path | str, done: list[FrozenTrial], tmp_path: Path) -> None:
+def assert_retry_matches_an_uninterrupted_trial(where: Path | str, done: list[FrozenTrial], tmp_path: Path,
+                                                budget: dict[str, int] = BUDGET) -> None:
     """The retried trial started at its checkpoint and ended as the trials never stopped; MLflow shows it one
     continuous curve, and the killed run is KILLED."""
     killed = [t for t in done if t.state == TrialState.FAIL]
@@ -80,8 +81,8 @@ def assert_retry_matches_an_uninterrupted_trial(where: Path | str, done: list[Fr
     whole = [t for t in done if t.state == TrialState.COMPLETE and t.number != retry.number]
     assert retry.state == TrialState.COMPLETE and whole
     resumed_at = retry.user_attrs["resumed_from"]["step"]
-    assert 20 <= resumed_at < BUDGET["iterations"]
-    assert min(retry.intermediate_values) == resumed_at + BUDGET["val_interval"]  # no step trained twice
+    assert 20 <= resumed_at < budget["iterations"]
+    assert min(retry.intermediate_values) == resumed_at + budget["val_interval"]  # no step trained twice
     reference = whole[0]
     assert retry.value == reference.value
     assert retry.intermediate_values == {s: v for s, v in reference.intermediate_values.items() if s > resumed_at}
@@ -93,7 +94,7 @@ def assert_retry_matches_an_uninterrupted_trial(where: Path | str, done: list[Fr
     client = tracking(where)
     curves = [[(m.step, m.value) for m in client.get_metric_history(runs[t.number].info.run_id, "val_accuracy")]
               for t in (retry, reference)]
-    assert [step for step, _ in curves[0]] == list(range(10, BUDGET["iterations"] + 1, 10))  # every step once
+    assert [step for step, _ in curves[0]] == list(range(10, budget["iterations"] + 1, 10))  # every step once
     assert curves[0] == curves[1]
     retried, uninterrupted = (kept_weights(where, runs[t.number].info.run_id, tmp_path / str(t.number))
                               for t in (retry, reference))
@@ -118,7 +119,9 @@ def test_a_stopped_trial_continues_from_its_checkpoint_bit_identically(tmp_path:
 
 @pytest.mark.postgres
 def test_a_killed_postgres_worker_trial_continues_from_its_checkpoint(tmp_path: Path, postgres_url: str) -> None:
-    write_study(tmp_path, study("resume", n_trials=3, workers=2))
+    # Trials long enough (400 iterations, seconds) that the kill lands before the victim's last checkpoint.
+    budget = {**BUDGET, "iterations": 400}
+    write_study(tmp_path, study("resume", n_trials=3, workers=2, budget=budget))
     process = start_hpo(tmp_path, "--storage", postgres_url)
 
     def checkpointed_trial() -> int | None:
@@ -134,7 +137,7 @@ def test_a_killed_postgres_worker_trial_continues_from_its_checkpoint(tmp_path: 
     assert code == 0, err
     done = load_trials("resume", postgres_url)
     assert counted(done) == 3
-    assert_retry_matches_an_uninterrupted_trial(tmp_path, done, tmp_path)
+    assert_retry_matches_an_uninterrupted_trial(tmp_path, done, tmp_path, budget)
 
 
 def test_pruned_trials_keep_nothing_and_only_the_best_model_stays(tmp_path: Path) -> None:

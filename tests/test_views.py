@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 import pytest
 
+from learners.data import load_dataset
 from tests.helpers import (CHROMIUM, NO_CHROMIUM, LOG_LR, environment, free_port, main_in, mlflow_server, rendered,
                            study_dict, tracking, write_study)
 
@@ -58,15 +59,26 @@ def test_the_printed_link_opens_the_runs_and_every_plot_draws_offline(study_run:
     client = tracking(directory)
     experiment = client.get_experiment_by_name("views").experiment_id
     finals = client.search_runs([experiment], "tags.run_role = 'final_test'")
+    parents = client.search_runs([experiment], "tags.run_role = 'parent'")
     with mlflow_server(f"sqlite:///{directory}/mlflow.db") as base:
-        page = rendered(base + printed_runs_path(printed))
+        page = rendered(base + printed_runs_path(printed), expect="Run Name")
+        parent_pages = [visible_text(rendered(f"{base}/#/experiments/{experiment}/runs/{p.info.run_id}",
+                                              expect="test_accuracy")) for p in parents]
         ids, experiments = json.dumps([r.info.run_id for r in finals]), json.dumps([experiment])
-        compared = visible_text(rendered(f"{base}/#/compare-runs?runs={quote(ids)}&experiments={quote(experiments)}"))
+        compared = visible_text(rendered(f"{base}/#/compare-runs?runs={quote(ids)}&experiments={quote(experiments)}",
+                                         expect="test_accuracy"))
     text = visible_text(page)
     # The runs table of model training, not the GenAI overview ("Traces 0, No data available").
     assert "Run Name" in text and "No data available" not in text
     for learner in LEARNERS:  # each parent run's name, a link to its page
         assert re.search(rf'href="#/experiments/\d+/runs/[0-9a-f]{{32}}"><span[^>]*>{learner}</span></a>', page)
+    # The Datasets column names the data, with its digest.
+    train = load_dataset("synthetic").train
+    assert f"synthetic/default/train ({train.digest})" in text
+    # One parent per learner, whose page shows its test accuracy.
+    assert sorted(p.info.run_name for p in parents) == sorted(LEARNERS)
+    for parent, parent_page in zip(parents, parent_pages):
+        assert f"test_accuracy {parent.data.metrics['test_accuracy']}"[:20] in parent_page  # the page shows it whole
     # Compare on the final-test runs: the learners' tuned values side by side, and their test accuracy.
     assert len(finals) == len(LEARNERS) and "test_accuracy" in compared
     for final in finals:
@@ -105,9 +117,9 @@ def test_optuna_dashboard_lists_the_studies_and_names_their_value(study_run: tup
             except OSError:
                 assert dashboard.poll() is None and time.monotonic() < deadline, "optuna-dashboard did not start"
                 time.sleep(0.5)
-        listing = visible_text(rendered(f"{url}/dashboard"))
+        listing = visible_text(rendered(f"{url}/dashboard", expect="views/"))
         assert all(f"views/{learner}" in listing for learner in LEARNERS)
-        history = rendered(f"{url}/dashboard/studies/1")
+        history = rendered(f"{url}/dashboard/studies/1", expect="main-svg")
         assert "val_accuracy" in visible_text(history) and 'class="main-svg"' in history  # the value's name, drawn
     finally:
         dashboard.terminate()

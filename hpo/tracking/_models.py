@@ -15,6 +15,7 @@ Loading it needs this project installed (``learners``), as its pip requirements 
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import logging
@@ -29,6 +30,8 @@ import numpy as np
 import torch
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+from mlflow.tracking._tracking_service.utils import _use_tracking_uri  # MLflow's own "meanwhile" for the URI
 from mlflow.types import Schema, TensorSpec
 
 from hpo.errors import TrackingError, first_line
@@ -102,11 +105,13 @@ def log_tested_model(tracker: Tracker, parent_run: str, model: SavedModel, final
 
 def _log_pyfunc(tracker: Tracker, parent_run: str, model: SavedModel, path: Path, key: str,
                 example: dict[str, np.ndarray]) -> str:
-    mlflow.set_tracking_uri(tracker.tracking_uri)  # the fluent log_model reads it; one URI per process
-    # log_model attaches the model to the active run; reopening the parent this way ends it FINISHED again on exit,
-    # which is where tune_learner leaves it anyway. Quiet: MLflow warns that a Python object is pickled (this
-    # module's class, by reference) and that predict has no type hints (the signature is the schema).
-    with mlflow.start_run(run_id=parent_run), warnings.catch_warnings(), _logger_level("mlflow.pyfunc", logging.ERROR):
+    # The fluent log_model reads the global tracking URI; set only meanwhile, since MLflow also exports it to the
+    # environment, where the processes this one starts would inherit it. log_model attaches the model to the
+    # active run; reopening the parent this way ends it FINISHED again on exit, where tune_learner leaves it
+    # anyway. Quiet: MLflow warns that a Python object is pickled (this module's class, by reference) and that
+    # predict has no type hints (the signature is the schema).
+    with _use_tracking_uri(tracker.tracking_uri), mlflow.start_run(run_id=parent_run), warnings.catch_warnings(), \
+            _logger_level("mlflow.pyfunc", logging.ERROR):
         warnings.simplefilter("ignore", UserWarning)
         info = mlflow.pyfunc.log_model(
             name=model.learner, python_model=FewShotModel(), artifacts={MODEL_ARTIFACT: str(path)},
@@ -162,32 +167,51 @@ def fetch_model(reference: str, tracking_uri: str) -> SavedModel:
     ``models:/<model id>``), a ``runs:/<run id>/<path>`` URI, or an MLflow run id (its logged model, else its
     kept ``model.pt``, else its newest checkpoint).
 
+    Every call names ``tracking_uri``, which is also the registry (as where a study registers): MLflow's global
+    URIs, and MLFLOW_REGISTRY_URI in the environment, are neither read nor set.
+
     Raises:
         CheckpointError: nothing there, or not a model of this version (one line, naming ``reference``).
         TrackingError: MLflow cannot be reached.
     """
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    if not reference.startswith(("models:/", "runs:/")):
-        reference = _run_model_uri(reference)
-    with tempfile.TemporaryDirectory(prefix="fewshot-hpo-") as directory:
-        try:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=reference, dst_path=directory))
-        except MlflowException as e:
-            raise CheckpointError(f"no model {reference} at {redact(tracking_uri)} ({first_line(e)})") from None
-        except OSError as e:
-            raise TrackingError(f"MLflow tracking at {redact(tracking_uri)} failed: {first_line(e)}") from e
-        if local.is_dir():
-            inside = local / "artifacts" / MODEL_FILE
-            if not inside.is_file():
-                raise CheckpointError(f"{reference} is not a model of fewshot-hpo (no artifacts/{MODEL_FILE})")
-            local = inside
-        return load_model(local)
+    client = mlflow.MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    try:
+        if not reference.startswith(("models:/", "runs:/")):
+            reference = _run_model_uri(client, reference)
+        if reference.startswith("runs:/"):
+            run_id, _, path = reference[len("runs:/"):].partition("/")
+            download = functools.partial(client.download_artifacts, run_id, path)
+        else:
+            location = client.get_logged_model(_logged_model_id(client, reference)).artifact_location
+            repository = get_artifact_repository(location, tracking_uri=tracking_uri)
+            download = functools.partial(repository.download_artifacts, f"artifacts/{MODEL_FILE}")
+        with tempfile.TemporaryDirectory(prefix="fewshot-hpo-") as directory:
+            local = Path(download(directory))
+            if local.is_dir():  # a run's folder holding an MLflow model
+                local = local / "artifacts" / MODEL_FILE
+                if not local.is_file():
+                    raise CheckpointError(f"{reference} is not a model of fewshot-hpo (no artifacts/{MODEL_FILE})")
+            return load_model(local)
+    except MlflowException as e:
+        raise CheckpointError(f"no model {reference} at {redact(tracking_uri)} ({first_line(e)})") from None
+    except OSError as e:
+        raise TrackingError(f"MLflow tracking at {redact(tracking_uri)} failed: {first_line(e)}") from e
 
 
-def _run_model_uri(run_id: str) -> str:
+def _logged_model_id(client: mlflow.MlflowClient, reference: str) -> str:
+    """The logged model of ``models:/m-<id>``, ``models:/name/version`` or ``models:/name@alias``."""
+    named = reference[len("models:/"):]
+    if named.startswith("m-"):
+        return named
+    name, at, alias = named.partition("@")
+    version = client.get_model_version_by_alias(name, alias) if at else client.get_model_version(*named.split("/", 1))
+    if not version.source.startswith("models:/m-"):
+        raise CheckpointError(f"{reference} is not a model of fewshot-hpo (its source is {version.source})")
+    return version.source[len("models:/"):]
+
+
+def _run_model_uri(client: mlflow.MlflowClient, run_id: str) -> str:
     """The URI of a run's model: its logged model, else its kept model, else its newest checkpoint."""
-    client = mlflow.MlflowClient()
     try:
         run = client.get_run(run_id)
         if run.outputs is not None and run.outputs.model_outputs:
@@ -197,7 +221,7 @@ def _run_model_uri(run_id: str) -> str:
             return f"runs:/{run_id}/{MODEL_FILE}"
         checkpoints = sorted(a.path for a in client.list_artifacts(run_id, CHECKPOINT_FOLDER))
     except MlflowException as e:
-        raise CheckpointError(f"no run {run_id} at {redact(mlflow.get_tracking_uri())} ({first_line(e)})") from None
+        raise CheckpointError(f"no run {run_id} at {redact(client.tracking_uri)} ({first_line(e)})") from None
     if not checkpoints:
         raise CheckpointError(f"run {run_id} has no model: no logged model, no {MODEL_FILE}, no checkpoint")
     return f"runs:/{run_id}/{checkpoints[-1]}"

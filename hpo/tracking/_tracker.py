@@ -56,7 +56,8 @@ class ReportingClient:
         self._uri = redact(tracking_uri)
         # Making the client opens MLflow's store; with a database backend, SqlAlchemyStore's constructor creates
         # a new database's tables (alembic), and its errors there are SQLAlchemy's own, not MlflowException.
-        self._client = self._reported(MlflowClient)(tracking_uri)
+        # The model registry is the tracking store's own, never MLFLOW_REGISTRY_URI from the environment.
+        self._client = self._reported(MlflowClient)(tracking_uri, registry_uri=tracking_uri)
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         return self._reported(getattr(self._client, name))
