@@ -7,8 +7,8 @@ reference: the trials that were not interrupted.
 """
 from __future__ import annotations
 
+import os
 import signal
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -119,20 +119,32 @@ def test_a_stopped_trial_continues_from_its_checkpoint_bit_identically(tmp_path:
 
 @pytest.mark.postgres
 def test_a_killed_postgres_worker_trial_continues_from_its_checkpoint(tmp_path: Path, postgres_url: str) -> None:
-    # Trials long enough (400 iterations, seconds) that the kill lands before the victim's last checkpoint.
     budget = {**BUDGET, "iterations": 400}
     write_study(tmp_path, study("resume", n_trials=3, workers=2, budget=budget))
     process = start_hpo(tmp_path, "--storage", postgres_url)
 
-    def checkpointed_trial() -> int | None:
+    def stopped_mid_trial() -> int | None:
+        """The pid of a worker stopped (SIGSTOP) while its trial runs past its second validation. Stopping before
+        checking makes the kill land mid-trial however slow this machine is: a CI run once found a checkpoint
+        whose trial had ended by the time the kill came."""
         for path in past_second_validation(tmp_path):
-            return int(tracking(tmp_path).get_run(run_of(path)).data.tags["optuna_trial_number"])
+            run_id = run_of(path)
+            number = int(tracking(tmp_path).get_run(run_id).data.tags["optuna_trial_number"])
+            [trial] = [t for t in load_trials("resume", postgres_url) if t.number == number]
+            if trial.state != TrialState.RUNNING:
+                continue
+            pid = trial.user_attrs["worker"]["pid"]
+            os.kill(pid, signal.SIGSTOP)
+            [trial] = [t for t in load_trials("resume", postgres_url) if t.number == number]
+            kept = [p for p in past_second_validation(tmp_path) if run_of(p) == run_id
+                    and int(p.stem.split("-")[1]) < budget["iterations"]]
+            if trial.state == TrialState.RUNNING and kept:
+                return pid
+            os.kill(pid, signal.SIGCONT)
         return None
 
-    number = wait_for(checkpointed_trial, process, message="no checkpoint after the second validation")
-    [trial] = [t for t in load_trials("resume", postgres_url) if t.number == number]
-    victim = trial.user_attrs["worker"]["pid"]
-    subprocess.run(["kill", "-9", str(victim)], check=True)
+    victim = wait_for(stopped_mid_trial, process, message="no worker past its second validation")
+    os.kill(victim, signal.SIGKILL)
     code, err = finish(process, timeout=300)
     assert code == 0, err
     done = load_trials("resume", postgres_url)
