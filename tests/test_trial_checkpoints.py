@@ -7,6 +7,7 @@ reference: the trials that were not interrupted.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 from pathlib import Path
@@ -19,6 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo.config import load_config
 from hpo.execution._final_test import final_test
+from hpo.execution._objective import beaten_model
 from hpo.execution._search import study_name, training_setup
 from hpo.tracking import Tracker
 from learners.checkpoint import load_checkpoint, load_model, save_checkpoint
@@ -176,6 +178,30 @@ def test_pruned_trials_keep_nothing_and_only_the_best_model_stays(tmp_path: Path
     assert registered.read_bytes() == next(tmp_path.glob(f"mlruns/**/{runs[best.number].info.run_id}/artifacts/model.pt")
                                            ).read_bytes()
     assert sum(p.stat().st_size for p in tmp_path.glob("mlruns/**/*.pt")) == 2 * size
+
+
+def test_no_order_of_workers_finishing_together_deletes_the_model_the_final_test_picks() -> None:
+    # Each trial's callback sees the trials completed before it, less any its view of the study does not show
+    # yet (every combination), and never needs to see its own. The final test picks the earliest of the best.
+    values = [0.2, 0.3, 0.3, 0.1, 0.3]
+    completed = []
+    for number, value in enumerate(values):
+        trial = optuna.trial.create_trial(state=TrialState.COMPLETE, value=value)
+        trial.number = number
+        completed.append(trial)
+    picked = max(completed, key=lambda t: (t.value, -t.number)).number
+    for order in itertools.permutations(completed):
+        for hidden in itertools.product([False, True], repeat=len(values)):
+            deleted = set()
+            for index, trial in enumerate(order):
+                seen = [t for t in order[:index] if not hidden[t.number]]
+                if (deletion := beaten_model(trial, seen)) is not None:
+                    deleted.add(deletion[0].number)
+                    assert deletion[1].value > deletion[0].value
+            assert picked not in deleted, (order, hidden)
+    # Seeing everything, every model but those of the best value is gone before the sweep.
+    deleted = {d[0].number for i, t in enumerate(completed) if (d := beaten_model(t, completed[:i]))}
+    assert deleted == {0, 3}
 
 
 def test_the_final_test_of_the_kept_model_equals_the_retrained_one(tmp_path: Path) -> None:

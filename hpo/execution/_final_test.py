@@ -21,7 +21,7 @@ from mlflow.entities import DatasetInput
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from hpo.errors import RunAborted
-from hpo.execution._objective import MODEL_ATTR, delete_kept_model
+from hpo.execution._objective import MODEL_ATTR, MODEL_DELETED_TAG, delete_kept_model
 from hpo.reporting import FINAL_TEST_ATTR
 from hpo.storage import best_complete_trial
 from hpo.tracking import (FINAL_TEST_TAG, STUDY_TAG, Tracker, final_test_key, load_kept_model, log_tested_model,
@@ -74,7 +74,9 @@ def final_test(study: optuna.Study, setup: TrainingSetup, tracker: Tracker, epis
             saved = load_kept_model(tracker, kept["run_id"])
             learner = setup.load(saved)
         except CheckpointError as e:
-            raise RunAborted(f"{study.study_name}: the model of the best trial {best.number}: {e}; "
+            deleted = tracker.client.get_run(kept["run_id"]).data.tags.get(MODEL_DELETED_TAG)
+            raise RunAborted(f"{study.study_name}: the model of the best trial {best.number}: {e}"
+                             f"{f' (deleted: {deleted})' if deleted else ''}; "
                              f"set test.retrain: true to re-train it") from None
         model = {"how": KEPT, "run_id": kept["run_id"], "step": saved.step, "val_accuracy": saved.val_accuracy}
     accuracy, ci95 = setup.test(learner, episodes, progress)
@@ -139,9 +141,9 @@ def record_final_test_run(study: optuna.Study, tracker: Tracker, parent_run: str
 
 
 def delete_beaten_models(study: optuna.Study, tracker: Tracker) -> None:
-    """Delete every kept model but the best trial's (``keep: best``): what a worker killed between a trial's end
-    and its clean-up left behind."""
+    """Delete every kept model but the best trial's (``keep: best``): those of trials equal to the best, and what
+    a worker killed between a trial's end and its clean-up left behind."""
     best = best_complete_trial(study)
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         if best is not None and trial.number != best.number:
-            delete_kept_model(tracker, trial)
+            delete_kept_model(tracker, trial, best)

@@ -32,6 +32,7 @@ from learners.base import FitResult, FitState, ValidationPoint
 from learners.experiment import TrainingSetup
 
 MODEL_ATTR = "model"          # user attr of a completed trial: where its kept model is ({run_id, step, bytes})
+MODEL_DELETED_TAG = "model_deleted"  # tag of a trial run whose kept model was deleted, and why
 TRAINING_ATTR = "training"    # user attr: how training ended ({stop_reason, stopped_at_step, selected_step})
 RESUMED_ATTR = "resumed_from"  # user attr: the checkpoint a retried trial continued from ({run_id, step}) or None
 
@@ -145,21 +146,19 @@ class Objective:
         return ended
 
     def after_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        """Optuna callback: with ``keep: best``, delete the model of the trial that a completed one beat (the
-        completed one's own, unless it is the new best). Under the study's trial lock, so that workers
-        finishing together agree on the best."""
+        """Optuna callback: with ``keep: best``, delete the model of the trial that a completed one beat: its own
+        when another is strictly better, else the best of the others when it is strictly better than them.
+
+        Strictly: trials of equal value all keep their models until the sweep before the final test
+        (:func:`~hpo.execution.delete_beaten_models`), which picks the earliest of them, so no order in which
+        workers finish together can delete the model the final test will pick. Under the study's trial lock."""
         if self.keep != "best" or trial.state != TrialState.COMPLETE:
             return
         with study.lock():
-            best = best_complete_trial(study)
-            if best.number == trial.number:
-                others = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                          if t.number != trial.number]
-                beaten = max(others, key=lambda t: (t.value, -t.number), default=None)
-            else:
-                beaten = trial
-            if beaten is not None:
-                delete_kept_model(self.tracker, beaten)
+            others = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                      if t.number != trial.number]
+            if (deletion := beaten_model(trial, others)) is not None:
+                delete_kept_model(self.tracker, *deletion)
 
     @staticmethod
     def _failed(trial: optuna.Trial, reason: str) -> str:
@@ -174,10 +173,23 @@ class Objective:
             raise optuna.TrialPruned(f"pruned at step {point.step} with val_accuracy {point.val_accuracy:.4f}")
 
 
-def delete_kept_model(tracker: Tracker, trial: FrozenTrial) -> None:
-    """Delete a completed trial's kept model, if it has one (deleting it twice is no error)."""
+def beaten_model(trial: FrozenTrial, others: list[FrozenTrial]) -> tuple[FrozenTrial, FrozenTrial] | None:
+    """The trial whose model a newly completed ``trial`` makes worthless, and the trial better than it: ``trial``
+    itself when one of the completed ``others`` is strictly better, else the best of the others when ``trial`` is
+    strictly better; none on a tie. ``trial`` is the callback's own record, never looked up among the others, so a
+    view of the study that does not show it yet cannot make it look beaten."""
+    best_other = max(others, key=lambda t: (t.value, -t.number), default=None)
+    if best_other is None or best_other.value == trial.value:
+        return None
+    return (trial, best_other) if best_other.value > trial.value else (best_other, trial)
+
+
+def delete_kept_model(tracker: Tracker, trial: FrozenTrial, by: FrozenTrial) -> None:
+    """Delete a completed trial's kept model, if it still has one, because trial ``by`` is better; its run's
+    ``model_deleted`` tag says so."""
     kept = trial.user_attrs.get(MODEL_ATTR)
-    if kept is not None:
+    if kept is not None and MODEL_FILE in tracker.artifact_sizes(kept["run_id"]):
+        tracker.set_tags(kept["run_id"], {MODEL_DELETED_TAG: f"trial {by.number} is better ({by.value:.6g})"})
         tracker.delete_artifacts(kept["run_id"], MODEL_FILE)
 
 
