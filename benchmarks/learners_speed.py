@@ -40,6 +40,7 @@ from learners.backbones import BACKBONES, with_pytorch_layers
 from learners.base import TrainingData
 from learners.data.episodes import Episodes, ImageSplit, TaskSpec
 from learners.maml import MAML, per_task_meta_gradient
+from learners.optimization import make_optimizer
 from learners.registry import LEARNERS, build_learner
 
 IMAGE_SHAPE = (1, 28, 28)
@@ -105,7 +106,7 @@ def learner_speed(name: str, backbone: str, split: ImageSplit, spec: TaskSpec, s
     torch.manual_seed(0)
     learner = build_learner(name, {"backbone": backbone}, IMAGE_SHAPE, spec, CLASSES).to(device)
     data = CountingTrainingData(split, spec, seed=0, device=device)
-    optimizer = learner.make_optimizer()
+    optimizer = make_optimizer(learner.parameters(), learner.hparams)
     learner.train()
 
     def train_step() -> None:

@@ -3,7 +3,7 @@
 A learner is a small ``nn.Module`` around a backbone (as in learn2learn). It
 implements ``train_step`` (compute gradients for one optimisation step and return
 the loss) and ``predict`` (query logits for a batch of episodes). ``fit`` owns the
-optimiser, the MultiStepLR schedule, periodic validation and divergence checks.
+optimiser and learning-rate schedule (:mod:`learners.optimization`), periodic validation and divergence checks.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from learners.backbones import build_backbone
 from learners.data.episodes import (DataError, EpisodeSampler, Episodes, ImageSplit, LabelledBatches, TaskSpec,
                                     fixed_episodes)
+from learners.optimization import OPTIMIZERS, SCHEDULERS, Schedule, l1_penalty, make_optimizer
 
 
 class TrainingDiverged(RuntimeError):
@@ -28,16 +29,28 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class HParams:
-    """Hyperparameters every learner has. Subclasses add their own fields with defaults."""
+    """Hyperparameters every learner has. Subclasses add their own fields with defaults.
+
+    The optimiser and schedule fields are explained in :mod:`learners.optimization`; each applies only to the
+    optimiser or schedule named in its comment (the others ignore it).
+    """
 
     backbone: str = "conv4"
-    optimizer: str = "adam"          # adam | sgd
+    optimizer: str = "adam"          # adam | sgd | adamw | rmsprop
     lr: float = 1e-3
-    weight_decay: float = 0.0
-    momentum: float = 0.9            # sgd only
-    # MultiStepLR milestones as fractions of the training budget, so they survive budget changes.
-    milestones: tuple[float, ...] = (0.5,)
-    gamma: float = 0.5
+    weight_decay: float = 0.0        # L2, the optimiser's own
+    l1: float = 0.0                  # L1, added to the loss: l1 * sum(|w|) over the trainable parameters
+    momentum: float = 0.9            # sgd, rmsprop
+    nesterov: bool = False           # sgd
+    betas: tuple[float, float] = (0.9, 0.999)  # adam, adamw
+    scheduler: str = "multistep"     # multistep | step | exponential | cosine | plateau
+    # Fractions of the training budget, so they survive budget changes.
+    milestones: tuple[float, ...] = (0.5,)  # multistep
+    gamma: float = 0.5               # the factor of each drop (multistep, step, plateau); over the budget (exponential)
+    step_size: float = 0.25          # step: a drop every this fraction of the budget
+    eta_min: float = 0.0             # cosine: the rate it anneals to
+    plateau_patience: int = 2        # plateau: validations without improvement before a drop
+    warmup: float = 0.0              # a linear warm-up over this fraction of the budget, before any schedule
     # Early stopping, counted in validations: stop after `patience` validations that did not beat the best
     # validation accuracy so far by more than `min_delta` (None: train the whole budget). Hyperparameters, not
     # budget fields, so that a study can search them like any other.
@@ -49,22 +62,36 @@ class HParams:
             value = getattr(self, field.name)
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(f"{field.name} must be a finite number, got {value}")
-        if self.optimizer not in ("adam", "sgd"):
-            raise ValueError(f"optimizer must be 'adam' or 'sgd', got '{self.optimizer}'")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got '{self.optimizer}'")
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got '{self.scheduler}'")
         self.milestones = tuple(float(m) for m in self.milestones)
         if any(not 0.0 < m < 1.0 for m in self.milestones):
             raise ValueError(f"milestones must be fractions strictly between 0 and 1, got {list(self.milestones)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be at least 0, got {self.weight_decay}")
+        for name in ("weight_decay", "l1", "eta_min", "min_delta"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be at least 0, got {getattr(self, name)}")
         if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            raise ValueError("nesterov needs optimizer sgd with a momentum above 0")
+        self.betas = tuple(float(b) for b in self.betas)
+        if len(self.betas) != 2 or any(not 0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {list(self.betas)}")
         if self.gamma <= 0:
             raise ValueError(f"gamma must be positive, got {self.gamma}")
-        self.require_at_least_one("patience")
-        if self.min_delta < 0:
-            raise ValueError(f"min_delta must be at least 0, got {self.min_delta}")
+        if not 0.0 < self.step_size <= 1.0:
+            raise ValueError(f"step_size must be a fraction of the budget in (0, 1], got {self.step_size}")
+        if self.scheduler == "cosine" and self.eta_min >= self.lr:
+            raise ValueError(f"eta_min ({self.eta_min}) must be below lr ({self.lr}): cosine anneals down to it")
+        if not 0.0 <= self.warmup < 1.0:
+            raise ValueError(f"warmup must be a fraction of the budget in [0, 1), got {self.warmup}")
+        if self.scheduler == "multistep" and self.warmup > 0 and min(self.milestones) <= self.warmup:
+            raise ValueError(f"milestones ({list(self.milestones)}) must come after the warm-up ({self.warmup})")
+        self.require_at_least_one("plateau_patience", "patience")
 
     #: The hyperparameters that change the shape of the training episodes (see :meth:`training_shape`).
     TRAINING_SHAPE_FIELDS: ClassVar[tuple[str, ...]] = ()
@@ -98,12 +125,6 @@ class HParams:
 
 # Seeds that NumPy's RandomState (Optuna's samplers, the grid order) and torch accept alike.
 SEED_LIMIT = 2**32
-
-
-def milestone_steps(milestones: tuple[float, ...], iterations: int) -> list[int]:
-    """The iterations at which the learning rate drops: fractions of the budget, rounded (fractions that round
-    to the same iteration drop it once)."""
-    return sorted({max(1, round(m * iterations)) for m in milestones})
 
 
 def evaluation_seed(seed: int, split: str) -> int:
@@ -281,12 +302,6 @@ class Learner(nn.Module):
             return None
         return max(1, self.cpu_images_per_batch // images_per_item)
 
-    def make_optimizer(self) -> torch.optim.Optimizer:
-        h = self.hparams
-        if h.optimizer == "sgd":
-            return torch.optim.SGD(self.parameters(), lr=h.lr, momentum=h.momentum, weight_decay=h.weight_decay)
-        return torch.optim.Adam(self.parameters(), lr=h.lr, weight_decay=h.weight_decay)
-
 
 def mean_ci95(accuracies: torch.Tensor) -> tuple[float, float]:
     """Mean and half-width of the normal-approximation 95% confidence interval."""
@@ -408,9 +423,8 @@ def fit(learner: Learner, train: TrainingData, val: ImageSplit | None, budget: B
     Raises:
         TrainingDiverged: the loss became NaN or infinite.
     """
-    optimizer = learner.make_optimizer()
-    milestones = milestone_steps(learner.hparams.milestones, budget.iterations)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=learner.hparams.gamma)
+    optimizer = make_optimizer(learner.parameters(), learner.hparams)
+    scheduler = Schedule(optimizer, learner.hparams, budget.iterations)
     history: list[ValidationPoint] = []
     selection, best_weights = Selection(), None  # best_weights: select best, the best validation's weights
     first = 1
@@ -435,16 +449,16 @@ def fit(learner: Learner, train: TrainingData, val: ImageSplit | None, budget: B
                disable=not progress, leave=False, dynamic_ncols=True)
     for step in bar:
         optimizer.zero_grad(set_to_none=True)
-        loss = learner.train_step(train, step, budget.iterations)
+        loss = learner.train_step(train, step, budget.iterations) + l1_penalty(learner, learner.hparams.l1)
         if not math.isfinite(loss):
             raise TrainingDiverged(f"training loss is {loss} at step {step}")
         optimizer.step()
-        scheduler.step()
+        scheduler.after_step()
         losses.append(loss)
         if val is not None and (step % budget.val_interval == 0 or step == budget.iterations):
             acc, _ = mean_ci95(learner.evaluate(val, budget.val_episodes, seed=val_seed))
-            point = ValidationPoint(step, acc, sum(losses) / len(losses), scheduler.get_last_lr()[0],
-                                    time.perf_counter() - start)
+            point = ValidationPoint(step, acc, sum(losses) / len(losses), scheduler.lr, time.perf_counter() - start)
+            scheduler.after_validation(acc)
             losses.clear()
             history.append(point)
             bar.set_postfix(loss=f"{point.train_loss:.3f}", val=f"{acc:.3f}")

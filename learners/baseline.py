@@ -16,11 +16,14 @@ from torch import nn
 
 from learners.base import HParams, Learner, TrainingData
 from learners.data.episodes import Episodes, TaskSpec
+from learners.heads import TestHeadHParams, logreg_logits
 from learners.protonet import class_means
 
 
 @dataclass
-class ClassifierBaselineHParams(HParams):
+class PretrainingHParams(HParams):
+    """The learners that pre-train a classifier over every training class (Classifier-Baseline's stage)."""
+
     batch_size: int = 128        # images per pre-training step, drawn from all training classes
 
     def __post_init__(self) -> None:
@@ -31,6 +34,11 @@ class ClassifierBaselineHParams(HParams):
         return None  # labelled batches, drawn with replacement: any batch_size can be formed
 
 
+@dataclass
+class ClassifierBaselineHParams(TestHeadHParams, PretrainingHParams):
+    pass
+
+
 def cosine_logits(support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor,
                   ways: int) -> torch.Tensor:
     """Cosine similarity ``[tasks, queries, ways]`` of each query feature to each class mean."""
@@ -39,7 +47,8 @@ def cosine_logits(support: torch.Tensor, support_labels: torch.Tensor, query: to
 
 
 class ClassifierBaseline(Learner):
-    """Pre-train a linear classifier over every training class; test by cosine nearest centroid.
+    """Pre-train a linear classifier over every training class; test by cosine nearest centroid (``test_head:
+    logreg``: by a logistic regression on the support embeddings, :mod:`learners.heads`).
 
     References:
         Chen, Liu, Xu, Darrell and Wang, "Meta-Baseline: Exploring Simple Meta-Learning for Few-Shot
@@ -68,9 +77,15 @@ class ClassifierBaseline(Learner):
     def train_step(self, data: TrainingData, step: int, total_steps: int) -> float:
         return self.classifier_step(data)
 
-    def predict(self, episodes: Episodes, ways: int) -> torch.Tensor:
+    def centroid_logits(self, episodes: Episodes, ways: int) -> torch.Tensor:
         support, query = self.embed(episodes)
         return cosine_logits(support, episodes.support_labels, query, ways)
+
+    def predict(self, episodes: Episodes, ways: int) -> torch.Tensor:
+        if self.hparams.test_head == "logreg":
+            support, query = self.embed(episodes)
+            return logreg_logits(support, episodes.support_labels, query, ways)
+        return self.centroid_logits(episodes, ways)
 
 
 @dataclass
@@ -119,10 +134,10 @@ class MetaBaseline(ClassifierBaseline):
         if step <= round(self.hparams.pretrain_fraction * total_steps):
             return self.classifier_step(data)
         episodes = data.episodes(self.hparams.meta_batch)
-        logits = self.predict(episodes, self.spec.ways)
+        logits = self.centroid_logits(episodes, self.spec.ways)
         loss = F.cross_entropy(logits.flatten(0, 1), episodes.query_labels.flatten())
         loss.backward()
         return loss.item()
 
-    def predict(self, episodes: Episodes, ways: int) -> torch.Tensor:
-        return self.temperature * super().predict(episodes, ways)
+    def centroid_logits(self, episodes: Episodes, ways: int) -> torch.Tensor:
+        return self.temperature * super().centroid_logits(episodes, ways)

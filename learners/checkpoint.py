@@ -30,7 +30,7 @@ from learners.base import FitState, Learner, Selection, ValidationPoint
 from learners.data import TaskSpec
 from learners.data.preprocessing import Preprocessing
 from learners.files import write_atomically
-from learners.registry import build_learner
+from learners.registry import build_learner, hparams_with_defaults
 
 FORMAT = 3  # bumped when the layout of a checkpoint file changes
 # Format 2 files (a study's kept models before models carried TrainedOn) are read too, without it: a study that
@@ -126,9 +126,11 @@ def load_checkpoint(path: str | Path, learner: str, hparams: dict[str, Any]) -> 
     payload = _read(path)
     if payload["kind"] != TRAINING:
         raise CheckpointError(f"{path} holds a model without its training state; a run cannot continue from it")
-    if payload["learner"] != learner or payload["hparams"] != hparams:
-        changed = sorted(k for k in {*payload["hparams"], *hparams}
-                         if payload["hparams"].get(k) != hparams.get(k)) if payload["learner"] == learner else []
+    # A checkpoint of an earlier version lacks the hyperparameters added since: it trained with their defaults.
+    saved = hparams_with_defaults(learner, payload["hparams"]) if payload["learner"] == learner else payload["hparams"]
+    if payload["learner"] != learner or saved != hparams:
+        changed = sorted(k for k in {*saved, *hparams}
+                         if saved.get(k) != hparams.get(k)) if payload["learner"] == learner else []
         raise CheckpointMismatch(f"{path} is a checkpoint of {payload['learner']}"
                               f"{' with other ' + ', '.join(changed) if changed else ''}, not of this run")
     state = payload["state"]

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from learners.baseline import ClassifierBaseline, ClassifierBaselineHParams
+from learners.baseline import ClassifierBaseline, PretrainingHParams
 from learners.data.episodes import Episodes
 
 
 @dataclass
-class FineTuneHParams(ClassifierBaselineHParams):
+class FineTuneHParams(PretrainingHParams):
     inner_lr: float = 0.01       # Adam step size of the test-time head
     inner_steps: int = 100       # full-batch Adam steps on the support set
 

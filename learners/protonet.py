@@ -8,10 +8,11 @@ import torch.nn.functional as F
 
 from learners.base import HParams, Learner, TrainingData
 from learners.data.episodes import Episodes, TaskSpec
+from learners.heads import TestHeadHParams, logreg_logits
 
 
 @dataclass
-class ProtoNetHParams(HParams):
+class ProtoNetHParams(TestHeadHParams, HParams):
     meta_batch: int = 1          # episodes per optimiser step
     train_ways: int | None = None  # train on more ways than tested (Snell et al. used 60); None = test ways
     train_queries: int | None = None  # query images per class in training episodes; None = as evaluated
@@ -40,7 +41,8 @@ def prototype_logits(support: torch.Tensor, support_labels: torch.Tensor, query:
 
 class ProtoNet(Learner):
     """Prototypical Networks: each query takes the class whose mean support embedding is nearest (squared
-    Euclidean distance); trained episodically on the query cross-entropy.
+    Euclidean distance); trained episodically on the query cross-entropy. ``test_head: logreg`` labels test
+    queries with a logistic regression on the support embeddings instead (:mod:`learners.heads`).
 
     References:
         Snell, Swersky and Zemel, "Prototypical Networks for Few-shot Learning", NeurIPS 2017.
@@ -66,4 +68,7 @@ class ProtoNet(Learner):
         return loss.item()
 
     def predict(self, episodes: Episodes, ways: int) -> torch.Tensor:
+        if self.hparams.test_head == "logreg":
+            support, query = self.embed(episodes)
+            return logreg_logits(support, episodes.support_labels, query, ways)
         return self.logits(episodes, ways)

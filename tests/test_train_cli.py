@@ -68,7 +68,7 @@ def test_module_prints_exactly_one_json_object_on_stdout():
     (["--learner", "protonet", "--set", "gamma=0"], "gamma must be positive"),
     (["--learner", "protonet", "--set", "milestones=0.5,1.5"], "milestones must be fractions"),
     (["--learner", "protonet", "--set", "train_ways=many"], "--set train_ways: expected int | None, got 'many'"),
-    (["--learner", "protonet", "--set", "optimizer=adamw"], "optimizer must be 'adam' or 'sgd'"),
+    (["--learner", "protonet", "--set", "optimizer=lamb"], "optimizer must be one of adam, sgd, adamw, rmsprop, got 'lamb'"),
     (["--learner", "protonet", "--dataset", "miniimagenet"], "no miniimagenet data in"),  # not "split 'vinyals'"
 ])
 def test_bad_input_exits_2_with_one_line(capsys, tmp_path, monkeypatch, args, message):

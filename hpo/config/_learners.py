@@ -15,7 +15,7 @@ from hpo.config._schema import CategoricalParam, LearnerConfig, MilestonesParam,
 from hpo.config._space import grid_search_space
 from hpo.errors import ConfigError
 from learners import BACKBONES
-from learners.base import milestone_steps
+from learners.optimization import milestone_steps
 from learners.data import DataError, ImageSplit, TaskSpec
 from learners.registry import LEARNERS, coerce_value, hparam_names, hparam_types, learner_class, type_name
 
@@ -49,9 +49,7 @@ def check_learners(config: StudyConfig) -> None:
         _add_early_stopping(config, learner)
         learner.fixed = {key: _coerce(hints[key], key, value, f"{path}.fixed.{key}")
                          for key, value in learner.fixed.items()}
-        for key, value in learner.fixed.items():
-            _check_hparams(name, {key: value}, f"{path}.fixed.{key}")
-        _check_hparams(name, learner.fixed, f"{path}.fixed")
+        _check_fixed(name, learner.fixed, f"{path}.fixed")
         iterations = config.budget.iterations
         if "milestones" in learner.fixed:
             _check_milestones(learner.fixed["milestones"], iterations, f"{path}.fixed.milestones")
@@ -82,7 +80,8 @@ def _add_early_stopping(config: StudyConfig, learner: LearnerConfig) -> None:
 
 def _check_param(learner: str, fixed: dict[str, Any], hint: Any, key: str, param: Any, path: str) -> None:
     if isinstance(param, CategoricalParam):
-        param.choices = [_coerce(hint, key, choice, f"{path}.choices[{i}]") for i, choice in enumerate(param.choices)]
+        coerced = [_coerce(hint, key, choice, f"{path}.choices[{i}]") for i, choice in enumerate(param.choices)]
+        param.choices = [list(c) if isinstance(c, tuple) else c for c in coerced]  # the schema's list choices
         seen: set[str] = set()
         for i, choice in enumerate(param.choices):
             text = json.dumps(choice)  # 1e-3 and 0.001 are one choice once coerced; true and 1 are two
@@ -146,6 +145,21 @@ def _coerce(hint: Any, key: str, value: Any, path: str) -> Any:
     if len(json.dumps(value)) > MLFLOW_PARAM_LIMIT:  # every value a trial trains with is an MLflow param
         raise ConfigError(f"longer than the {MLFLOW_PARAM_LIMIT} characters MLflow keeps of a param", path)
     return value
+
+
+def _check_fixed(learner: str, fixed: dict[str, Any], path: str) -> None:
+    """The fixed values together; an error that one of them causes alone names that field, one that only a
+    combination causes (``eta_min`` above ``lr`` for cosine) names the section."""
+    try:
+        _check_hparams(learner, fixed, path)
+    except ConfigError as together:
+        for key, value in fixed.items():
+            try:
+                _check_hparams(learner, {key: value}, f"{path}.{key}")
+            except ConfigError as alone:
+                if alone.message == together.message:
+                    raise alone from None
+        raise
 
 
 def _check_hparams(learner: str, values: dict[str, Any], path: str) -> None:
