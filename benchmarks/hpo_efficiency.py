@@ -44,7 +44,7 @@ import optuna
 import torch
 import yaml
 
-from hpo.config import LearnerConfig, PrunerConfig, StudyConfig, grid_search_space, load_config, suggest, task_spec
+from hpo.config import LearnerConfig, PrunerConfig, StudyConfig, grid_search_points, load_config, suggest, task_spec
 from hpo.execution import make_pruner, make_sampler
 from hpo.storage import grid_points
 from learners.base import Budget, ValidationPoint, evaluation_seed
@@ -77,10 +77,8 @@ def point_key(point: dict[str, Any]) -> str:
 
 def decoded_points(config: StudyConfig) -> list[dict[str, Any]]:
     """Every point of the space, with the values a trial trains with (milestones as lists)."""
-    space = learner_config(config).space
-    encoded = grid_search_space(space, f"learners.{LEARNER}.space")
-    return [{name: json.loads(v) if name == "milestones" else v for name, v in point.items()}
-            for point in grid_points(encoded, 0)]
+    encoded = grid_search_points(learner_config(config).space, f"learners.{LEARNER}.space")
+    return [{name: json.loads(v) if name == "milestones" else v for name, v in point.items()} for point in encoded]
 
 
 def budget(config: StudyConfig) -> Budget:
@@ -178,7 +176,7 @@ def replay(sampler: str, pruner: str, seed: int) -> list[ReplayedTrial]:
         pruner=make_pruner(PrunerConfig(type=pruner), config.budget.iterations, config.budget.val_interval))
     space = learner_config(config).space
     if sampler == "grid":  # queued in GridSampler's order, as hpo.run queues a grid
-        for point in grid_points(grid_search_space(space, "space"), seed):
+        for point in grid_points(grid_search_points(space, "space"), seed):
             study.enqueue_trial(point)
     trials: list[ReplayedTrial] = []
     spent = 0.0

@@ -356,6 +356,39 @@ CASES: dict[str, Case] = {
     "a test head for finetune": Case("learners.finetune.space.test_head: unknown hyperparameter of finetune",
                                      study_dict(learners={"finetune": {"space": {"test_head": categorical(
                                          "centroid", "logreg")}}})),
+    # ---- conditional space entries
+    "a condition on an unknown field": Case(f"error: study.yaml: {SPACE}.eta_min.when.schedular: unknown hyperparameter",
+                                            learner_study({"scheduler": categorical("multistep", "cosine"),
+                                                           "eta_min": {"type": "float", "low": 0.0, "high": 1e-4,
+                                                                       "when": {"schedular": "cosine"}}})),
+    "a condition that can never hold": Case(f"{SPACE}.eta_min.when.scheduler: can never hold: scheduler takes "
+                                            f"multistep, plateau, never cosine",
+                                            learner_study({"scheduler": categorical("multistep", "plateau"),
+                                                           "eta_min": {"type": "float", "low": 0.0, "high": 1e-4,
+                                                                       "when": {"scheduler": "cosine"}}})),
+    "a conditional entry also fixed": Case(f"error: study.yaml: {SPACE}.eta_min: given in both fixed and space",
+                                           learner_study({"scheduler": categorical("multistep", "cosine"),
+                                                          "eta_min": {"type": "float", "low": 0.0, "high": 1e-4,
+                                                                      "when": {"scheduler": "cosine"}}},
+                                                         fixed={"eta_min": 1e-5})),
+    "a condition on a fixed field": Case(f"{SPACE}.eta_min.when.scheduler: conditions name categorical entries of "
+                                         f"the space; scheduler is fixed",
+                                         learner_study({"eta_min": {"type": "float", "low": 0.0, "high": 1e-4,
+                                                                    "when": {"scheduler": "cosine"}}},
+                                                       fixed={"scheduler": "cosine"})),
+    "a condition on a range": Case(f"{SPACE}.momentum.when.lr: conditions name categorical entries of the space; "
+                                   f"lr is float", learner_study({"lr": LR, "momentum": {
+                                       "type": "float", "low": 0.5, "high": 0.9, "when": {"lr": 0.01}}})),
+    "conditions in a cycle": Case(f"error: study.yaml: {SPACE}.nesterov.when: the conditions form a cycle: "
+                                  f"nesterov -> optimizer -> nesterov", learner_study({
+                                      "optimizer": {**categorical("sgd", "adam"), "when": {"nesterov": True}},
+                                      "nesterov": {**categorical(True, False), "when": {"optimizer": "sgd"}}})),
+    "a grid with a conditional range": Case(f"error: study.yaml: {SPACE}.eta_min: a grid needs a float range with a "
+                                            f"step", learner_study({"scheduler": categorical("multistep", "cosine"),
+                                                                    "eta_min": {"type": "float", "low": 0.0,
+                                                                                "high": 1e-4,
+                                                                                "when": {"scheduler": "cosine"}}},
+                                                                   search={"sampler": "grid", "n_trials": 4})),
     # ---- storages that are not what they claim
     "journal file is a folder": Case("error: study.yaml: storage: the journal file is a folder",
                                      args=cli("--storage", "journal:///j"), files={"j": None}),

@@ -66,7 +66,8 @@ def test_grid_points_follow_optunas_grid_order() -> None:
     grid = {"lr": [0.1, 0.2, 0.3], "meta_batch": [1, 2]}
     study = optuna.create_study(sampler=optuna.samplers.GridSampler(grid, seed=3))
     study.optimize(lambda t: t.suggest_categorical("lr", grid["lr"]) + t.suggest_int("meta_batch", 1, 2), n_trials=6)
-    assert [t.params for t in study.trials] == grid_points(grid, seed=3)
+    product = [{"lr": lr, "meta_batch": batch} for lr in grid["lr"] for batch in grid["meta_batch"]]
+    assert [t.params for t in study.trials] == grid_points(product, seed=3)
 
 
 def test_several_workers_on_sqlite_are_refused_before_anything_is_written(

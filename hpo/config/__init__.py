@@ -7,12 +7,14 @@ from hpo.config._preflight import (ARTIFACT_FOLDER, check_mlflow_server, check_s
 from hpo.config._schema import (NAME_LIMIT, SEED_LIMIT, BudgetConfig, CategoricalParam, CheckpointsConfig, DatasetConfig,
                                 EarlyStoppingConfig, FloatParam, IntParam, LearnerConfig, MilestonesParam, PrunerConfig, RegistryConfig, SearchConfig, SpaceParam, StudyConfig,
                                 TestConfig)
-from hpo.config._space import describe, grid_search_space, grid_size, suggest
+from hpo.config._space import (applies, condition_order, describe, grid_search_points, grid_search_space,
+                                is_conditional, suggest)
 from hpo.errors import ConfigError
 
-__all__ = ["ARTIFACT_FOLDER", "NAME_LIMIT", "SEED_LIMIT", "BudgetConfig", "CategoricalParam", "CheckpointsConfig",
-           "ConfigError", "DatasetConfig", "EarlyStoppingConfig", "FloatParam",
-           "IntParam", "LearnerConfig", "MilestonesParam", "PrunerConfig", "RegistryConfig", "SearchConfig", "SpaceParam", "StudyConfig",
-           "TestConfig", "check_learners", "check_mlflow_server", "check_storage", "check_tracking_uri", "check_workers", "describe",
-           "grid_search_space", "grid_size", "is_mlflow_server", "load_config", "load_data", "resolve_device",
-           "resolve_paths", "selected_learners", "task_spec"]
+__all__ = ["ARTIFACT_FOLDER", "BudgetConfig", "CategoricalParam", "CheckpointsConfig", "ConfigError",
+           "DatasetConfig", "EarlyStoppingConfig", "FloatParam", "IntParam", "LearnerConfig", "MilestonesParam",
+           "NAME_LIMIT", "PrunerConfig", "RegistryConfig", "SEED_LIMIT", "SearchConfig", "SpaceParam", "StudyConfig",
+           "TestConfig", "applies", "check_learners", "check_mlflow_server", "check_storage", "check_tracking_uri",
+           "check_workers", "condition_order", "describe", "grid_search_points", "grid_search_space",
+           "is_conditional", "is_mlflow_server", "load_config", "load_data", "resolve_device", "resolve_paths",
+           "selected_learners", "task_spec"]

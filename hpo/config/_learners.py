@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from hpo.config._schema import CategoricalParam, LearnerConfig, MilestonesParam, StudyConfig
-from hpo.config._space import grid_search_space
+from hpo.config._space import condition_order, grid_search_space
 from hpo.errors import ConfigError
 from learners import BACKBONES
 from learners.optimization import milestone_steps
@@ -53,8 +53,10 @@ def check_learners(config: StudyConfig) -> None:
         iterations = config.budget.iterations
         if "milestones" in learner.fixed:
             _check_milestones(learner.fixed["milestones"], iterations, f"{path}.fixed.milestones")
+        _check_conditions(name, learner, hints, f"{path}.space")
         for key, param in learner.space.items():
-            _check_param(name, learner.fixed, hints[key], key, param, f"{path}.space.{key}")
+            context = {**learner.fixed, **_condition_values(param)}
+            _check_param(name, context, hints[key], key, param, f"{path}.space.{key}")
             if isinstance(param, MilestonesParam) and param.count is not None:
                 steps = milestone_steps((param.low, param.high), iterations)
                 if steps[-1] - steps[0] + 1 < param.count:
@@ -66,6 +68,39 @@ def check_learners(config: StudyConfig) -> None:
                     _check_milestones(value, iterations, where)
         if config.search.sampler == "grid":
             grid_search_space(learner.space, f"{path}.space")
+
+
+def _check_conditions(learner_name: str, learner: LearnerConfig, hints: dict[str, Any], path: str) -> None:
+    """Each ``when`` names a categorical entry of the same space (not itself, not in a cycle) and values it can
+    take, coerced to that hyperparameter's type; a conditional entry may not also be fixed (checked before)."""
+    space = learner.space
+    for key, param in space.items():
+        for field, wanted in (param.when or {}).items():
+            where = f"{path}.{key}.when.{field}"
+            if field not in hints:
+                raise ConfigError(f"unknown hyperparameter of {learner_name}", where)
+            if field == key:
+                raise ConfigError("an entry cannot depend on itself", where)
+            target = space.get(field)
+            if not isinstance(target, CategoricalParam):
+                given = "fixed" if field in learner.fixed else "not searched" if target is None else target.type
+                raise ConfigError(f"conditions name categorical entries of the space; {field} is {given}", where)
+            values = [_coerce(hints[field], field, v, where) for v in (wanted if isinstance(wanted, list) else [wanted])]
+            choices = [_coerce(hints[field], field, c, where) for c in target.choices]
+            for value in values:
+                if value not in choices:
+                    raise ConfigError(f"can never hold: {field} takes {', '.join(map(str, choices))}, never {value}",
+                                      where)
+            param.when[field] = values if isinstance(wanted, list) else values[0]
+    try:
+        condition_order(space)
+    except ConfigError as e:  # a cycle
+        raise ConfigError(e.message, f"{path}.{e.field}") from None
+
+
+def _condition_values(param: Any) -> dict[str, Any]:
+    """Values under which a conditional entry applies (the first of each condition's), to check it with."""
+    return {field: wanted[0] if isinstance(wanted, list) else wanted for field, wanted in (param.when or {}).items()}
 
 
 def _add_early_stopping(config: StudyConfig, learner: LearnerConfig) -> None:

@@ -31,7 +31,15 @@ class Strict(BaseModel):
 
 # --------------------------------------------------------------------------- search space entries
 
-class FloatParam(Strict):
+class Conditional(Strict):
+    """``when``: the entry applies only to trials whose other (categorical) entries take these values, e.g.
+    ``{scheduler: cosine}`` or ``{optimizer: [sgd, rmsprop]}``; a trial it does not apply to trains with the
+    default and has no such parameter in Optuna. Checked against the space in :mod:`hpo.config._learners`."""
+
+    when: dict[str, Union[Scalar, list[Scalar]]] | None = None
+
+
+class FloatParam(Conditional):
     type: Literal["float"]
     low: float
     high: float
@@ -52,7 +60,7 @@ class FloatParam(Strict):
         return self
 
 
-class IntParam(Strict):
+class IntParam(Conditional):
     type: Literal["int"]
     low: int
     high: int
@@ -71,7 +79,7 @@ class IntParam(Strict):
         return self
 
 
-class CategoricalParam(Strict):
+class CategoricalParam(Conditional):
     # Choices are checked as the hyperparameter's values (a NaN choice of lr: "lr must be a finite number");
     # here a NaN would only fail every member of the Scalar union at once.
     model_config = ConfigDict(extra="forbid", allow_inf_nan=True)
@@ -81,7 +89,7 @@ class CategoricalParam(Strict):
     choices: Annotated[list[Union[Scalar, list[Scalar]]], Field(min_length=1)]
 
 
-class MilestonesParam(Strict):
+class MilestonesParam(Conditional):
     """Learning-rate milestones as fractions of the budget: explicit ``choices``, or ``count`` sorted
     fractions each drawn from ``[low, high]``."""
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import optuna
 
-from hpo.config import SEED_LIMIT, PrunerConfig, StudyConfig, grid_search_space, resolve_device, task_spec
+from hpo.config import (SEED_LIMIT, PrunerConfig, StudyConfig, grid_search_points, is_conditional, resolve_device,
+                        task_spec)
 from hpo.execution._objective import OBJECTIVE_NAME, Objective
 from hpo.logs import experimental_api
 from hpo.storage import CappedStudy, Heartbeat, grid_points, queue_grid, storage_kind
@@ -27,7 +28,8 @@ def study_name(config: StudyConfig, learner: str) -> str:
     return f"{config.name}/{learner}"
 
 
-def make_sampler(config: StudyConfig, stored_trials: int, worker: str = "") -> optuna.samplers.BaseSampler:
+def make_sampler(config: StudyConfig, stored_trials: int, worker: str = "",
+                 conditional: bool = False) -> optuna.samplers.BaseSampler:
     """A sampler seeded from the study seed.
 
     Random draws are seeded with the seed plus the number of trials already stored, so a resumed
@@ -45,8 +47,11 @@ def make_sampler(config: StudyConfig, stored_trials: int, worker: str = "") -> o
     if sampler in ("random", "grid"):
         return optuna.samplers.RandomSampler(seed=seed)
     with experimental_api():
-        # constant_liar: running trials of other workers count as poor, so workers spread out.
-        return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+        # constant_liar: running trials of other workers count as poor, so workers spread out. group, for a space
+        # with conditions (``conditional``): Optuna 5's multivariate TPE models only the parameters every trial
+        # has and samples the others independently; group=True models each set of parameters that occur together
+        # jointly (tests/test_conditional_space.py). Off otherwise, so that earlier studies draw as before.
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=True, group=conditional)
 
 
 def make_pruner(pruner: PrunerConfig, iterations: int, val_interval: int) -> optuna.pruners.BasePruner:
@@ -78,7 +83,9 @@ def open_study(config: StudyConfig, learner: str, worker: str = "") -> CappedStu
     if stored.metric_names != [OBJECTIVE_NAME]:  # optuna-dashboard's label for the value (else "Objective 0")
         with experimental_api():
             stored.set_metric_names([OBJECTIVE_NAME])
-    return CappedStudy(name, kind, storage, make_sampler(config, len(stored.get_trials(deepcopy=False)), worker),
+    conditional = is_conditional(config.learners[learner].space)
+    return CappedStudy(name, kind, storage,
+                       make_sampler(config, len(stored.get_trials(deepcopy=False)), worker, conditional),
                        make_pruner(search.pruner, budget.iterations, budget.val_interval),
                        total=search.n_trials, queued_only=search.sampler == "grid")
 
@@ -86,7 +93,7 @@ def open_study(config: StudyConfig, learner: str, worker: str = "") -> CappedStu
 def queue_grid_points(config: StudyConfig, learner: str, study: CappedStudy) -> None:
     """A grid study: queue the points not yet taken, in the seeded order (no-op for other samplers)."""
     if config.search.sampler == "grid":
-        queue_grid(study, grid_points(grid_search_space(config.learners[learner].space, learner), config.seed))
+        queue_grid(study, grid_points(grid_search_points(config.learners[learner].space, learner), config.seed))
 
 
 def training_setup(config: StudyConfig, learner: str, data: DatasetSplits) -> TrainingSetup:

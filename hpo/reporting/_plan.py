@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from hpo.config import ARTIFACT_FOLDER, StudyConfig, describe, grid_search_space, grid_size, is_mlflow_server
+from hpo.config import ARTIFACT_FOLDER, StudyConfig, describe, grid_search_points, is_mlflow_server
 from hpo.redaction import redact
 from hpo.storage import storage_kind
 from learners.data import DatasetSplits
@@ -39,7 +39,7 @@ def format_plan(config: StudyConfig, learners: list[str], data: DatasetSplits, d
         lines += [f"      {'space' if i == 0 else '     '}  {name}: {describe(param)}"
                   for i, (name, param) in enumerate(entry.space.items())]
         if s.sampler == "grid":
-            lines.append(f"      grid   {grid_size(grid_search_space(entry.space, learner))} points")
+            lines.append(f"      grid   {len(grid_search_points(entry.space, learner))} points")
     return "\n".join(lines)
 
 

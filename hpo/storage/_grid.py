@@ -1,11 +1,10 @@
 """A grid study's points: their order, and queueing the ones no trial has taken, within the total.
 
-The grid itself (which values each parameter takes) comes from the search space
-(:func:`hpo.config.grid_search_space`); this module only orders and queues its points.
+The grid itself (which points, each with the parameters whose conditions hold) comes from the search space
+(:func:`hpo.config.grid_search_points`); this module only orders and queues them.
 """
 from __future__ import annotations
 
-import itertools
 import json
 from typing import Any
 
@@ -17,12 +16,12 @@ from hpo.storage._capped import CappedStudy
 GRID_POINT_ATTR = "grid_point"  # user attr of a queued grid point: its parameters as sorted JSON
 
 
-def grid_points(grid: dict[str, list[Any]], seed: int) -> list[dict[str, Any]]:
-    """Every point of ``grid`` in the order Optuna's ``GridSampler(grid, seed)`` would run them."""
-    names = sorted(grid)
-    points = list(itertools.product(*(grid[name] for name in names)))
-    np.random.RandomState(seed).shuffle(points)
-    return [dict(zip(names, point)) for point in points]
+def grid_points(points: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
+    """The grid's ``points`` (:func:`hpo.config.grid_search_points`) in a seeded order: for a grid without
+    conditions, the order Optuna's ``GridSampler(grid, seed)`` would run them in."""
+    ordered = list(points)
+    np.random.RandomState(seed).shuffle(ordered)
+    return ordered
 
 
 def queue_grid(study: CappedStudy, points: list[dict[str, Any]]) -> None:
