@@ -11,8 +11,8 @@ import shlex
 import sys
 from typing import NoReturn
 
-from hpo.config import (check_storage, check_tracking_uri, load_config, load_data, resolve_device, resolve_paths,
-                        selected_learners)
+from hpo.config import (check_storage, check_tracking_uri, check_warm_start, load_config, load_data, resolve_device,
+                        resolve_paths, selected_learners)
 from hpo.errors import BAD_INPUT, ConfigError
 from hpo.reporting import format_plan
 
@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         device = resolve_device(config.device)
         data = load_data(config)
         check_storage(config.storage)
+        check_warm_start(config, learners)
         check_tracking_uri(config.tracking_uri)
     except ConfigError as e:
         e.file = e.file or args.study

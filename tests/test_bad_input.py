@@ -389,6 +389,14 @@ CASES: dict[str, Case] = {
                                                                                 "high": 1e-4,
                                                                                 "when": {"scheduler": "cosine"}}},
                                                                    search={"sampler": "grid", "n_trials": 4})),
+    # ---- warm start
+    "warm start from a missing database": Case("error: study.yaml: search.warm_start.storage: no database file",
+                                               study_with("search", warm_start={"study": "before",
+                                                                                "storage": "sqlite:///none.db"})),
+    "warm start of a grid": Case("error: study.yaml: search: warm_start: a grid runs every point anyway",
+                                 study_with("search", sampler="grid", warm_start={"study": "before"})),
+    "warm start of no configuration": Case("search.warm_start.top_k: Input should be greater than 0",
+                                           study_with("search", warm_start={"study": "before", "top_k": 0})),
     # ---- storages that are not what they claim
     "journal file is a folder": Case("error: study.yaml: storage: the journal file is a folder",
                                      args=cli("--storage", "journal:///j"), files={"j": None}),

@@ -127,8 +127,13 @@ def resolve_paths(config: StudyConfig, cwd: Path | None = None) -> StudyConfig:
     dataset = config.dataset.model_copy(update={
         "root": (cwd / config.dataset.root).resolve() if config.dataset.root else None,
         "cache_dir": (cwd / config.dataset.cache_dir).resolve() if config.dataset.cache_dir else None})
+    search = config.search
+    if search.warm_start is not None:
+        source = search.warm_start
+        search = search.model_copy(update={"warm_start": source.model_copy(update={
+            "storage": resolved_url(source.storage or config.storage, cwd)})})
     return config.model_copy(update={"dataset": dataset, "storage": resolved_url(config.storage, cwd),
-                                     "tracking_uri": resolved_url(config.tracking_uri, cwd)})
+                                     "tracking_uri": resolved_url(config.tracking_uri, cwd), "search": search})
 
 
 def _set_dotted(raw: dict, dotted: str, value: Any) -> None:

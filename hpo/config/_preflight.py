@@ -65,6 +65,27 @@ def check_storage(url: str, field: str = "storage") -> None:
     storage_kind(url).check(field)
 
 
+def check_warm_start(config: StudyConfig, learners: list[str]) -> None:
+    """The earlier study of ``search.warm_start`` is there, for every learner to run (read, never created)."""
+    source = config.search.warm_start
+    if source is None:
+        return
+    field = "search.warm_start"
+    kind = storage_kind(source.storage)
+    kind.check_exists(f"{field}.storage")
+    try:
+        import optuna  # only when a warm start is asked for: validating a study stays light
+
+        names = set(optuna.get_all_study_names(kind.open()))
+    except Exception as e:  # SQLAlchemy's or Optuna's errors: a database that cannot be read
+        raise ConfigError(f"cannot read {redact(source.storage)}: {first_line(e)}", f"{field}.storage") from None
+    for learner in learners:
+        name = source.study if "/" in source.study else f"{source.study}/{learner}"
+        if name not in names:
+            held = ", ".join(sorted(names)) or "none"
+            raise ConfigError(f"no study {name} in {redact(source.storage)} (it holds: {held})", f"{field}.study")
+
+
 def is_mlflow_server(uri: str) -> bool:
     return uri.startswith(MLFLOW_SERVER_SCHEMES)
 

@@ -164,6 +164,14 @@ class PrunerConfig(Strict):
         return {"type": value} if isinstance(value, str) else value
 
 
+class WarmStartConfig(Strict):
+    """Queue the best ``top_k`` configurations of an earlier study first (see :mod:`hpo.execution._warm_start`)."""
+
+    study: Annotated[str, Field(min_length=1)]  # its name (its study of the same learner) or "<name>/<learner>"
+    storage: str | None = None                  # default: this study's storage
+    top_k: PositiveInt = 5
+
+
 class SearchConfig(Strict):
     sampler: Literal["tpe", "gp", "grid", "random"] = "tpe"
     pruner: PrunerConfig = PrunerConfig()
@@ -177,11 +185,14 @@ class SearchConfig(Strict):
     # Failed trials do not count towards n_trials, so a study whose every trial fails would never end:
     # this many failures in a row stop the run (exit 1) instead.
     max_consecutive_failures: PositiveInt = 10
+    warm_start: WarmStartConfig | None = None
 
     @model_validator(mode="after")
     def _check(self) -> "SearchConfig":
         if self.n_trials is None and self.timeout is None:
             raise ValueError("give n_trials and/or timeout")
+        if self.warm_start is not None and self.sampler == "grid":
+            raise ValueError("warm_start: a grid runs every point anyway; use another sampler")
         if self.grace_period <= self.heartbeat_interval:
             raise ValueError(f"grace_period ({self.grace_period}) must be longer than "
                              f"heartbeat_interval ({self.heartbeat_interval})")

@@ -18,6 +18,7 @@ from hpo.execution._loop import deadline_after
 from hpo.execution._objective import Objective
 from hpo.execution._runners import WORKER_POLL_S, trial_runner
 from hpo.execution._search import LearnerSearch, queue_grid_points
+from hpo.execution._warm_start import queue_warm_start
 from hpo.execution._signals import interrupts_deferred
 from hpo.reporting import PLOTS_FOLDER, LearnerSummary, TrialsBar, summarize, write_plots
 from hpo.storage import CappedStudy, best_complete_trial, counted_trials, running_count
@@ -48,6 +49,8 @@ def tune_learner(config: StudyConfig, learner: str, data: DatasetSplits | None =
     study.fail_stale_trials()
     close_orphan_runs(tracker, study)
     queue_grid_points(config, learner, study)
+    for line in queue_warm_start(config, learner, study):
+        print(line, flush=True)
     searched = list(config.learners[learner].space)
     retrain, registry = config.test.retrain, config.registry
     registered_name = registry.model_name(config.name, learner) if registry.enabled else None

@@ -25,13 +25,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo.config import LearnerConfig, suggest
 from hpo.errors import FAILURE_REASON, RUN_FAULTS, TrialFailed, failure_reason
-from hpo.storage import best_complete_trial
 from hpo.tracking import MODEL_FILE, STATE_TAG, Tracker, TrialCheckpoints, run_status, system_metrics
 from learners import TrainingDiverged, hparams_with_defaults, learner_class
 from learners.base import FitResult, FitState, ValidationPoint
 from learners.experiment import TrainingSetup
 
 MODEL_ATTR = "model"          # user attr of a completed trial: where its kept model is ({run_id, step, bytes})
+WARM_START_ATTR = "warm_start"  # user attr of a warm-started trial: where it was queued from (see _warm_start)
 MODEL_DELETED_TAG = "model_deleted"  # tag of a trial run whose kept model was deleted, and why
 TRAINING_ATTR = "training"    # user attr: how training ended ({stop_reason, stopped_at_step, selected_step})
 RESUMED_ATTR = "resumed_from"  # user attr: the checkpoint a retried trial continued from ({run_id, step}) or None
@@ -79,7 +79,7 @@ class Objective:
         run_id = self.tracker.start_trial_run(
             self.parent_run, self.study, trial.number, f"{learner}-trial-{trial.number:04d}",
             tags={"learner": learner, "bn_at_test": learner_class(learner).bn_at_test, STATE_TAG: "RUNNING",
-                  **({"retry_of_trial": retried[0]} if retried else {})},
+                  **({"retry_of_trial": retried[0]} if retried else {}), **_warm_start_tag(trial)},
             params=every)
         state, interrupted, tags = TrialState.FAIL, False, {}
         checkpoints: TrialCheckpoints | None = None
@@ -191,6 +191,12 @@ def delete_kept_model(tracker: Tracker, trial: FrozenTrial, by: FrozenTrial) -> 
     if kept is not None and MODEL_FILE in tracker.artifact_sizes(kept["run_id"]):
         tracker.set_tags(kept["run_id"], {MODEL_DELETED_TAG: f"trial {by.number} is better ({by.value:.6g})"})
         tracker.delete_artifacts(kept["run_id"], MODEL_FILE)
+
+
+def _warm_start_tag(trial: optuna.Trial) -> dict[str, str]:
+    """``warm_start_from``: the earlier study's trial a warm-started trial was queued from."""
+    source = trial.user_attrs.get(WARM_START_ATTR)
+    return {"warm_start_from": f"{source['study']} trial {source['trial']} ({source['storage']})"} if source else {}
 
 
 def _retried_trials(trial: optuna.Trial) -> list[int]:

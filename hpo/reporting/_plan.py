@@ -24,6 +24,9 @@ def format_plan(config: StudyConfig, learners: list[str], data: DatasetSplits, d
         f"  episodes  {d.ways}-way {d.shots}-shot, {d.queries} queries per class",
         f"  search    {s.sampler} sampler, {pruner}, n_trials {s.n_trials or '-'} per learner in total, "
         f"timeout {s.timeout or '-'} s per learner, workers {s.workers}",
+        *([f"  warm start  the best {s.warm_start.top_k} of {s.warm_start.study}"
+           f"{'' if '/' in s.warm_start.study else '/<learner>'} at {redact(s.warm_start.storage)}, queued first "
+           f"(once per study)"] if s.warm_start else []),
         f"  budget    {b.iterations} iterations, validation every {b.val_interval} on {b.val_episodes} episodes; "
         f"final test on {config.test.episodes} episodes",
         f"  device    {device}",
