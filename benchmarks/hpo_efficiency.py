@@ -1,8 +1,9 @@
 """Does the search earn its keep? Optuna's samplers and pruners against a grid trained once, for real.
 
     python benchmarks/hpo_efficiency.py grid      # train the 48 grid points once (about 25 min on one core)
-    python benchmarks/hpo_efficiency.py replay    # samplers x pruners x 20 seeds against that table
-    python benchmarks/hpo_efficiency.py verify    # one real `hpo.run` of TPE + Hyperband, compared
+    python benchmarks/hpo_efficiency.py replay    # samplers x pruners x 20 seeds against that table (3 min)
+    python benchmarks/hpo_efficiency.py warmstart # TPE warm-started from a related study, against scratch (1 min)
+    python benchmarks/hpo_efficiency.py verify    # one real `hpo.run` of TPE + Hyperband, compared (8 min)
 
 The space is the study file ``benchmarks/hpo_efficiency/study.yaml`` (ProtoNet, conv4, real Omniglot, 5-way
 1-shot, a short budget; lr x train_ways x milestones x weight decay).
@@ -17,6 +18,11 @@ them, on the study's own space (:func:`hpo.config.suggest`): the objective looks
 stored curve step by step, so pruners act on real curves; a pruned trial costs the CPU-seconds up to the step
 it was pruned at. One worker, trials one after another, until the grid's whole compute is spent (grid order:
 until the grid is done). It writes ``replay.json``, ``replay.md`` (the table) and ``replay.png``.
+
+``warmstart`` measures :mod:`hpo.execution`'s warm start with the same machinery: an earlier study of the same task
+and space stopped at 40% of the budget (the table's curves up to that step), its best 5 configurations mapped by
+:func:`hpo.execution.warm_start_points` and queued first, against the same search from scratch. It writes
+``warm_start.md``.
 
 ``verify`` runs the study with ``python -m hpo.run`` (its own sampler seed is the replay's seed 0), until the
 replay's seed 0 passed 30% of the grid's compute, and compares trial by trial with that replay; then it tests
@@ -34,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from multiprocessing import Pool
 from pathlib import Path
@@ -45,7 +52,7 @@ import torch
 import yaml
 
 from hpo.config import LearnerConfig, PrunerConfig, StudyConfig, grid_search_points, load_config, suggest, task_spec
-from hpo.execution import make_pruner, make_sampler
+from hpo.execution import make_pruner, make_sampler, warm_start_points
 from hpo.storage import grid_points
 from learners.base import Budget, ValidationPoint, evaluation_seed
 from learners.data import load_dataset
@@ -165,47 +172,54 @@ class ReplayedTrial:
     step: int              # the last step it reported
 
 
-def replay(sampler: str, pruner: str, seed: int) -> list[ReplayedTrial]:
-    """One search against the table, until the grid's compute is spent (grid order: until the grid is done)."""
+def replay(sampler: str, pruner: str, seed: int, warm: list[dict[str, Any]] | None = None,
+           at_step: int | None = None, n_trials: int | None = None) -> tuple[list[ReplayedTrial], optuna.Study]:
+    """One search against the table, until the grid's compute is spent (grid order: until the grid is done), or
+    for ``n_trials``; ``warm``: points queued first (as a warm start queues them); ``at_step``: the table as if
+    the budget ended at that step (a shorter study of the same task)."""
     config = study_config()
     table = load_grid(config)
     total = sum(p["curve"][-1]["cpu_s"] for p in table.values())
     seeded = config.model_copy(update={"seed": seed, "search": config.search.model_copy(update={"sampler": sampler})})
+    # Named as hpo.run names it: Hyperband assigns a trial to its bracket by a hash of the study name and number.
     study = optuna.create_study(
-        direction="maximize", sampler=make_sampler(seeded, 0),
+        study_name=f"{config.name}/{LEARNER}", direction="maximize", sampler=make_sampler(seeded, 0),
         pruner=make_pruner(PrunerConfig(type=pruner), config.budget.iterations, config.budget.val_interval))
     space = learner_config(config).space
     if sampler == "grid":  # queued in GridSampler's order, as hpo.run queues a grid
         for point in grid_points(grid_search_points(space, "space"), seed):
             study.enqueue_trial(point)
+    for point in warm or []:
+        study.enqueue_trial(point, skip_if_exists=True)
     trials: list[ReplayedTrial] = []
     spent = 0.0
 
     def objective(trial: optuna.Trial) -> float:
         nonlocal spent
         point = table[point_key(suggest(trial, space))]
-        for validation in point["curve"]:
+        trial.set_user_attr("hparams", point["hparams"])  # as a study's trial records what it trained with
+        curve = [v for v in point["curve"] if at_step is None or v["step"] <= at_step]
+        for validation in curve:
             trial.report(validation["val_accuracy"], validation["step"])
             if trial.should_prune():
                 spent += validation["cpu_s"]
                 trials.append(ReplayedTrial(point_key(point["hparams"]), spent, None, validation["step"]))
                 raise optuna.TrialPruned()
-        spent += point["curve"][-1]["cpu_s"]
-        trials.append(ReplayedTrial(point_key(point["hparams"]), spent, point["curve"][-1]["val_accuracy"],
-                                    point["curve"][-1]["step"]))
-        return point["curve"][-1]["val_accuracy"]
+        spent += curve[-1]["cpu_s"]
+        trials.append(ReplayedTrial(point_key(point["hparams"]), spent, curve[-1]["val_accuracy"], curve[-1]["step"]))
+        return curve[-1]["val_accuracy"]
 
-    limit = len(table) if sampler == "grid" else None
-    while spent < total and (limit is None or len(trials) < limit):
+    limit = len(table) if sampler == "grid" else n_trials
+    while (n_trials is not None or spent < total) and (limit is None or len(trials) < limit):
         study.optimize(objective, n_trials=1)
-    return trials
+    return trials, study
 
 
 def _replay_job(job: tuple[str, str, int]) -> tuple[str, str, int, list[dict[str, Any]], float]:
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     start = time.perf_counter()
-    trials = replay(*job)
+    trials, _ = replay(*job)
     return (*job, [asdict(t) for t in trials], time.perf_counter() - start)
 
 
@@ -318,7 +332,8 @@ def plot(results: dict[str, list[dict[str, Any]]], samplers: list[str], seeds: i
                 curve[(grid > xs[-1]) | np.isinf(curve)] = np.nan
                 curves.append(curve)
             stacked = np.array(curves)
-            with np.errstate(all="ignore"):
+            with warnings.catch_warnings():  # before any seed's first completed trial: no value yet
+                warnings.simplefilter("ignore", RuntimeWarning)
                 median, q1, q3 = (np.nanpercentile(stacked, q, axis=0) for q in (50, 25, 75))
             line, = axis.plot(grid * 100, median * 100, label=sampler)
             axis.fill_between(grid * 100, q1 * 100, q3 * 100, color=line.get_color(), alpha=0.2)
@@ -334,13 +349,58 @@ def plot(results: dict[str, list[dict[str, Any]]], samplers: list[str], seeds: i
     figure.savefig(path, dpi=110)
 
 
+# --------------------------------------------------------------------------- warm start
+
+RELATED_STEP = 80       # the earlier, related study: the same task and space, stopped at 40% of the budget
+RELATED_TRIALS = 16
+TOP_K = 5
+
+
+def run_warm_start(args: argparse.Namespace) -> int:
+    """TPE warm-started from a related study's best configurations, against TPE from scratch, per seed."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    config = study_config()
+    table = load_grid(config)
+    total = sum(p["curve"][-1]["cpu_s"] for p in table.values())
+    target = max(p["curve"][-1]["val_accuracy"] for p in table.values()) - TARGET_GAP
+    space = learner_config(config).space
+    lines = [f"TPE warm-started with the best {TOP_K} of an earlier study (TPE, {RELATED_TRIALS} trials of the same "
+             f"space stopped at step {RELATED_STEP} of {config.budget.iterations}; its own compute not counted) "
+             f"against TPE from scratch; {args.seeds} seeds; compute to target as a share of the grid's, median [IQR].",
+             "", "| pruner | from scratch | warm-started | ratio of medians | reached (scratch / warm) | "
+             "earlier study's compute |", "|---|---|---|---|---|---|"]
+    for pruner in ("none", "hyperband"):
+        cold, warm, earlier_cost = [], [], []
+        for seed in range(args.seeds):
+            related, earlier = replay("tpe", "none", 1000 + seed, at_step=RELATED_STEP, n_trials=RELATED_TRIALS)
+            earlier_cost.append(related[-1].cpu_s)
+            points = warm_start_points(earlier.get_trials(deepcopy=False), space, TOP_K)
+            cold.append(compute_to_target([asdict(t) for t in replay("tpe", pruner, seed)[0]], target))
+            warm.append(compute_to_target(
+                [asdict(t) for t in replay("tpe", pruner, seed, warm=[p.params for p in points])[0]], target))
+        as_share = [[math.inf if c is None else c / total for c in runs] for runs in (cold, warm)]
+        (c1, c2, c3), (w1, w2, w3) = (quartiles(runs) for runs in as_share)
+
+        def pct(value: float) -> str:
+            return "never" if math.isinf(value) else f"{100 * value:.0f}%"
+
+        ratio = "-" if math.isinf(c2) or math.isinf(w2) else f"{w2 / c2:.2f}"
+        lines.append(f"| {pruner} | {pct(c2)} [{pct(c1)}, {pct(c3)}] | {pct(w2)} [{pct(w1)}, {pct(w3)}] | {ratio} | "
+                     f"{sum(c is not None for c in cold)}/{args.seeds} / {sum(w is not None for w in warm)}/{args.seeds}"
+                     f" | {100 * statistics.median(earlier_cost) / total:.0f}% |")
+    (HERE / "warm_start.md").write_text("\n".join(lines) + "\n")
+    print((HERE / "warm_start.md").read_text())
+    return 0
+
+
 # --------------------------------------------------------------------------- verify
 
 def run_verify(args: argparse.Namespace) -> int:
     config = study_config()
     table = load_grid(config)
     total = sum(p["curve"][-1]["cpu_s"] for p in table.values())
-    replayed = [asdict(t) for t in replay("tpe", "hyperband", 0)]
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    replayed = [asdict(t) for t in replay("tpe", "hyperband", 0)[0]]
     n_trials = next(i for i, t in enumerate(replayed, 1) if t["cpu_s"] >= CHOICE_AT * total)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="hpo-efficiency-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -363,12 +423,18 @@ def run_verify(args: argparse.Namespace) -> int:
         hparams = {k: v for k, v in trial.user_attrs["hparams"].items() if k in learner_config(config).space}
         last = max(trial.intermediate_values) if trial.intermediate_values else 0
         seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
-        real.append({"key": point_key(hparams), "state": trial.state.name, "value": trial.value, "step": last,
-                     "seconds": seconds, "intermediate": [trial.intermediate_values[s] for s in sorted(trial.intermediate_values)]})
+        # Optuna stores a pruned trial's last report as its value; the replay's pruned trials have none.
+        value = trial.value if trial.state == optuna.trial.TrialState.COMPLETE else None
+        real.append({"key": point_key(hparams), "state": trial.state.name, "value": value, "step": last,
+                     "seconds": seconds,
+                     "intermediate": [trial.intermediate_values[step] for step in sorted(trial.intermediate_values)]})
     same_trials = [(r["key"], r["value"], r["step"]) == (t["key"], t["value"], t["step"])
                    for r, t in zip(real, replayed)]
     same_curves = [r["intermediate"] == [v["val_accuracy"] for v in table[r["key"]]["curve"]][:len(r["intermediate"])]
                    for r in real]
+    target = max(p["curve"][-1]["val_accuracy"] for p in table.values()) - TARGET_GAP
+    elapsed = np.cumsum([r["seconds"] for r in real])  # one thread: a trial's wall seconds are its CPU-seconds
+    real_to_target = compute_to_target([{**r, "cpu_s": c} for r, c in zip(real, elapsed)], target)
     final = stored.user_attrs["final_test"]
     tuned = point_key({k: v for k, v in stored.trials[final["trial"]].user_attrs["hparams"].items()
                        if k in learner_config(config).space})
@@ -384,6 +450,7 @@ def run_verify(args: argparse.Namespace) -> int:
         "replay_cpu_s": replayed[n_trials - 1]["cpu_s"],
         "trial_seconds": sum(r["seconds"] for r in real),
         "same_trials_as_replay": sum(same_trials), "curves_equal_to_table": sum(same_curves), "trials": real,
+        "real_to_target_s": real_to_target, "replay_to_target_s": compute_to_target(replayed, target),
         "final_test": final, "tuned": tuned, "defaults": defaults,
         "tuned_test_in_table": table[tuned]["test_accuracy"], "defaults_test": table[defaults]["test_accuracy"],
         "difference": float(difference.mean()), "difference_ci95": float(half_width), "episodes": len(difference)}
@@ -393,11 +460,18 @@ def run_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _share(seconds: float | None, total: float) -> str:
+    return "never" if seconds is None else f"{100 * seconds / total:.0f}%"
+
+
 def verify_markdown(r: dict[str, Any]) -> str:
     return "\n".join([
         f"- Real `hpo.run`, TPE + Hyperband, {r['n_trials']} trials: {r['same_trials_as_replay']} of them the "
         f"replay's seed 0 trial for trial (point, value, pruned step); {r['curves_equal_to_table']} validation "
         f"curves equal to the table's.",
+        f"- Within 0.5 points of the grid's best after {_share(r['real_to_target_s'], r['grid_cpu_s'])} of the "
+        f"grid's compute (trial seconds), the replay's seed 0 after {_share(r['replay_to_target_s'], r['grid_cpu_s'])}"
+        f" (the table's CPU-seconds).",
         f"- Compute: {r['trial_seconds']:.0f} s inside trials, {r['cpu_s']:.0f} CPU-s for the whole command "
         f"({r['wall_s']:.0f} s wall, with data loading and the final test), against {r['replay_cpu_s']:.0f} CPU-s "
         f"in the replay ({100 * r['replay_cpu_s'] / r['grid_cpu_s']:.0f}% of the grid's {r['grid_cpu_s']:.0f}).",
@@ -420,6 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
     replayed.add_argument("--seeds", type=int, default=SEEDS)
     replayed.add_argument("--samplers", type=lambda s: s.split(","), default=SAMPLERS)
     replayed.add_argument("--processes", type=int, default=os.cpu_count() or 1)
+    warm = commands.add_parser("warmstart", help="TPE warm-started from a related study, against from scratch")
+    warm.add_argument("--seeds", type=int, default=SEEDS)
     verify = commands.add_parser("verify", help="one real TPE + Hyperband run, compared with the replay")
     verify.add_argument("--workdir", help="where the run's databases go (default: a new temporary folder)")
     return parser
@@ -427,7 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return {"grid": train_grid, "replay": run_replay, "verify": run_verify}[args.command](args)
+    return {"grid": train_grid, "replay": run_replay, "warmstart": run_warm_start,
+            "verify": run_verify}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from hpo.config import load_config
-from hpo.execution._warm_start import WARM_START_ATTR, warm_start_points
+from hpo.execution import WARM_START_ATTR, warm_start_points
 from tests.helpers import (CONV4, LEARNER, LR, TINY_BUDGET, assert_one_error_line, learner_study, run_in, trial_runs,
                            trials, write_study)
 

@@ -10,9 +10,11 @@ from hpo.execution._signals import (Interrupted, Terminated, as_command, exit_co
                                     stop_signals_as_interrupts)
 from hpo.execution._study import run_study, study_summaries
 from hpo.execution._timing import TIMING_ATTR, TimedObjective
+from hpo.execution._warm_start import WARM_START_ATTR, WarmStartPoint, warm_start_points
 
-__all__ = ["FailureLimit", "InProcessRunner", "Interrupted", "LearnerSearch", "Objective", "TIMING_ATTR", "Terminated",
-           "TimedObjective", "TrialRunner", "WorkerJob", "WorkerProcessRunner", "as_command", "exit_code",
-           "final_test", "final_test_is_current", "interrupts_deferred", "make_pruner", "make_sampler", "open_study",
-           "optimize", "run_study", "stop_signals_as_interrupts", "study_name", "study_summaries", "training_setup",
-           "trial_runner", "tune_learner"]
+__all__ = ["FailureLimit", "InProcessRunner", "Interrupted", "LearnerSearch", "Objective", "TIMING_ATTR",
+           "Terminated", "TimedObjective", "TrialRunner", "WARM_START_ATTR", "WarmStartPoint", "WorkerJob",
+           "WorkerProcessRunner", "as_command", "exit_code", "final_test", "final_test_is_current",
+           "interrupts_deferred", "make_pruner", "make_sampler", "open_study", "optimize", "run_study",
+           "stop_signals_as_interrupts", "study_name", "study_summaries", "training_setup", "trial_runner",
+           "tune_learner", "warm_start_points"]
