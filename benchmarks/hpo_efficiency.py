@@ -1,6 +1,6 @@
 """Does the search earn its keep? Optuna's samplers and pruners against a grid trained once, for real.
 
-    python benchmarks/hpo_efficiency.py grid      # train the 48 grid points once (about 25 min on one core)
+    python benchmarks/hpo_efficiency.py grid      # train the 48 grid points once (28 min on one core)
     python benchmarks/hpo_efficiency.py replay    # samplers x pruners x 20 seeds against that table (3 min)
     python benchmarks/hpo_efficiency.py warmstart # TPE warm-started from a related study, against scratch (1 min)
     python benchmarks/hpo_efficiency.py verify    # one real `hpo.run` of TPE + Hyperband, compared (8 min)

@@ -1,10 +1,11 @@
 """Test-time heads: episodes per second, and accuracy, of ``centroid`` and ``logreg`` (:mod:`learners.heads`).
 
-    python benchmarks/test_heads.py            # ProtoNet conv4, real Omniglot 5-way 1-shot, about a minute
+    python benchmarks/test_heads.py --threads 2                                    # ProtoNet, about a minute
+    python benchmarks/test_heads.py --threads 2 --learner classifier_baseline --iterations 500
 
-ProtoNet is trained briefly (``--iterations``, the study seed's episodes), then the same fixed test episodes are
-labelled by each head: the centroid head batches episodes through one tensor computation, logreg fits one
-scikit-learn logistic regression per episode on the CPU.
+The learner (conv4, real Omniglot, 5-way 1-shot or ``--shots``) is trained briefly (``--iterations``, seed 0),
+then the same fixed test episodes are labelled by each head: the centroid head batches episodes through one
+tensor computation, logreg fits one scikit-learn logistic regression per episode on the CPU.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from learners.experiment import TrainingSetup, default_root, resolve_device
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--learner", default="protonet", choices=["protonet", "classifier_baseline", "meta_baseline"])
     parser.add_argument("--iterations", type=int, default=200)
     parser.add_argument("--episodes", type=int, default=400)
     parser.add_argument("--shots", type=int, default=1)
@@ -30,10 +32,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     data = load_dataset("omniglot", default_root("omniglot"), "vinyals")
     spec = TaskSpec(5, args.shots, 15)
-    setup = TrainingSetup("protonet", data, spec, Budget(args.iterations, args.iterations, 50), 0,
+    setup = TrainingSetup(args.learner, data, spec, Budget(args.iterations, args.iterations, 50), 0,
                           resolve_device(args.device))
     learner, _ = setup.train({"lr": 3e-3}, progress=False)
-    print(f"ProtoNet conv4, {args.iterations} iterations; {args.episodes} test episodes 5-way {args.shots}-shot "
+    print(f"{args.learner} conv4, {args.iterations} iterations; {args.episodes} test episodes 5-way {args.shots}-shot "
           f"15-query, {args.threads} threads, {args.device}")
     print("| head | episodes/s | test accuracy |\n|---|---|---|")
     for head in ("centroid", "logreg"):
