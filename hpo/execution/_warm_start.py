@@ -44,7 +44,9 @@ def warm_start_points(trials: list[FrozenTrial], space: dict[str, SpaceParam], t
     points: list[WarmStartPoint] = []
     seen: set[str] = set()
     for trial in ranked:
-        source = trial.user_attrs.get("hparams") or trial.params  # every value it trained with
+        # Every value it trained with; a study of another tool has only Optuna's params (lists as JSON text).
+        source = trial.user_attrs.get("hparams") or {k: json.loads(v) if isinstance(v, str) and v.startswith("[")
+                                                     else v for k, v in trial.params.items()}
         configuration = json.dumps(source, sort_keys=True)
         if configuration in seen:
             continue
