@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import sys
 import time
 
 import pytest
+import sqlalchemy
 
 from hpo.execution import Interrupted, Terminated, exit_code, interrupts_deferred, stop_signals_as_interrupts
 
@@ -56,6 +58,34 @@ def test_an_interruption_is_not_delivered_again_while_its_clean_up_runs() -> Non
         with interrupts_deferred():
             pass
     assert unwound
+
+
+def test_an_interruption_waits_until_the_database_call_it_arrived_in_has_returned(tmp_path) -> None:
+    # A real SQLite transaction of SQLAlchemy's, signalled between its statements: interrupted there, it would
+    # keep the file's write lock on its pooled connection ("database is locked" for every later write).
+    engine = sqlalchemy.create_engine(f"sqlite:///{tmp_path}/t.db")
+    with engine.begin() as connection:
+        connection.execute(sqlalchemy.text("CREATE TABLE t (x INTEGER)"))
+    committed = []
+
+    @sqlalchemy.event.listens_for(engine, "before_cursor_execute")
+    def signal_mid_transaction(*_: object) -> None:
+        if not committed:
+            os.kill(os.getpid(), signal.SIGINT)
+            wait(0.3)  # the handler runs here, inside SQLAlchemy's frames
+
+    with stop_signals_as_interrupts():
+        with pytest.raises(KeyboardInterrupt):
+            with engine.begin() as connection:
+                connection.execute(sqlalchemy.text("INSERT INTO t VALUES (1)"))
+                connection.execute(sqlalchemy.text("INSERT INTO t VALUES (2)"))
+            committed.append(True)  # the call returned whole; the held-back signal lands after it
+            wait(10)
+    assert committed
+    with sqlite3.connect(tmp_path / "t.db", timeout=0.1) as other:  # no lock left behind
+        other.execute("INSERT INTO t VALUES (3)")
+    with engine.connect() as connection:
+        assert connection.execute(sqlalchemy.text("SELECT x FROM t ORDER BY x")).scalars().all() == [1, 2, 3]
 
 
 def test_exit_codes_follow_the_shell_convention() -> None:

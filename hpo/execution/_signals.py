@@ -6,6 +6,13 @@ garbage-collector callback or a ``__del__`` (SQLAlchemy and torch create many), 
 (garbage-collected) before the program acknowledged it (by entering :func:`interrupts_deferred`)
 is sent again. One still propagating, however slowly its clean-up runs, is alive and left alone.
 
+Inside a database call (a SQLAlchemy frame on the stack: MLflow's store, Optuna's storage) the
+interruption waits until the call has returned: raised between a transaction's statements, it left
+the transaction open on its pooled connection, holding SQLite's write lock, so that every later
+write of the same process (closing the trial and its run) waited out the busy timeout and failed
+("database is locked"; CI saw it once, a Ctrl-C one second into a trial). The watchdog sends the
+signal again every ``REDELIVERY_POLL_S`` until it lands outside one.
+
 :func:`as_command` is the one block both entry points (``python -m hpo.run`` and the worker
 process) run their work in: signals as interruptions, and exit codes for interruptions and faults.
 """
@@ -17,6 +24,7 @@ import sys
 import threading
 import weakref
 from contextlib import contextmanager
+from types import FrameType
 from typing import Callable, Iterator
 
 from hpo.errors import FAULT, fault_message
@@ -45,13 +53,26 @@ def exit_code(interruption: KeyboardInterrupt) -> int:
 
 
 class _Pending:
-    """The last interruption raised and not yet acknowledged, and its signal."""
+    """The last interruption raised and not yet acknowledged, and its signal; a signal held back until the
+    database call it arrived in has returned."""
 
     interruption: weakref.ref[Interrupted] | None = None
     signum = 0
+    held_back = 0
 
 
-def _raise_interruption(signum: int, frame: object) -> None:
+def _in_database_call(frame: FrameType | None) -> bool:
+    while frame is not None:
+        if frame.f_globals.get("__name__", "").startswith("sqlalchemy."):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _raise_interruption(signum: int, frame: FrameType | None) -> None:
+    if _in_database_call(frame):
+        _Pending.held_back = signum  # the watchdog sends it again
+        return
     interruption = Terminated() if signum == signal.SIGTERM else Interrupted()
     _Pending.interruption, _Pending.signum = weakref.ref(interruption), signum
     try:
@@ -62,6 +83,10 @@ def _raise_interruption(signum: int, frame: object) -> None:
 
 def _redeliver(stop: threading.Event) -> None:
     while not stop.wait(REDELIVERY_POLL_S):
+        held_back, _Pending.held_back = _Pending.held_back, 0
+        if held_back:
+            os.kill(os.getpid(), held_back)
+            continue
         pending = _Pending.interruption
         if pending is not None and pending() is None and _Pending.interruption is pending:
             os.kill(os.getpid(), _Pending.signum)  # swallowed: the handler raises a new one
@@ -82,7 +107,7 @@ def stop_signals_as_interrupts() -> Iterator[None]:
     finally:
         stop.set()
         watchdog.join()
-        _Pending.interruption = None
+        _Pending.interruption, _Pending.held_back = None, 0
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
@@ -90,7 +115,7 @@ def stop_signals_as_interrupts() -> Iterator[None]:
 @contextmanager
 def interrupts_deferred() -> Iterator[None]:
     """Acknowledge the interruption and ignore further Ctrl-C / SIGTERM inside the block, so clean-up completes."""
-    _Pending.interruption = None
+    _Pending.interruption, _Pending.held_back = None, 0
     if threading.current_thread() is not threading.main_thread():
         yield
         return
