@@ -32,6 +32,7 @@ and ``verify.md``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -69,6 +70,7 @@ TARGET_GAP = 0.005      # within 0.5 points of the grid's best validation accura
 CHOICE_AT = 0.30        # the configuration chosen with 30% of the grid's compute
 
 
+@functools.cache  # read once per process: every replay asks for it
 def study_config() -> StudyConfig:
     return load_config(STUDY_FILE)
 
@@ -141,9 +143,11 @@ def train_grid(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_grid(config: StudyConfig) -> dict[str, dict[str, Any]]:
-    """The trained table by point key; exits with a one-line error if it is missing, partial or of another
-    setting."""
+@functools.cache
+def load_grid() -> dict[str, dict[str, Any]]:
+    """The trained table by point key, read once per process; exits with a one-line error if it is missing,
+    partial or of another setting."""
+    config = study_config()
     path = HERE / "grid.json"
     if not path.exists():
         sys.exit(f"error: no {path}: run `python benchmarks/hpo_efficiency.py grid` first")
@@ -178,7 +182,7 @@ def replay(sampler: str, pruner: str, seed: int, warm: list[dict[str, Any]] | No
     for ``n_trials``; ``warm``: points queued first (as a warm start queues them); ``at_step``: the table as if
     the budget ended at that step (a shorter study of the same task)."""
     config = study_config()
-    table = load_grid(config)
+    table = load_grid()
     total = sum(p["curve"][-1]["cpu_s"] for p in table.values())
     seeded = config.model_copy(update={"seed": seed, "search": config.search.model_copy(update={"sampler": sampler})})
     # Named as hpo.run names it: Hyperband assigns a trial to its bracket by a hash of the study name and number.
@@ -251,7 +255,7 @@ def quartiles(values: list[float]) -> tuple[float, float, float]:
 
 def run_replay(args: argparse.Namespace) -> int:
     config = study_config()
-    table = load_grid(config)
+    table = load_grid()
     total = sum(p["curve"][-1]["cpu_s"] for p in table.values())
     grid_best = max(p["curve"][-1]["val_accuracy"] for p in table.values())
     jobs = [(s, p, seed) for s in args.samplers for p in PRUNERS for seed in range(args.seeds)]
@@ -360,7 +364,7 @@ def run_warm_start(args: argparse.Namespace) -> int:
     """TPE warm-started from a related study's best configurations, against TPE from scratch, per seed."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     config = study_config()
-    table = load_grid(config)
+    table = load_grid()
     total = sum(p["curve"][-1]["cpu_s"] for p in table.values())
     target = max(p["curve"][-1]["val_accuracy"] for p in table.values()) - TARGET_GAP
     space = learner_config(config).space
@@ -397,7 +401,7 @@ def run_warm_start(args: argparse.Namespace) -> int:
 
 def run_verify(args: argparse.Namespace) -> int:
     config = study_config()
-    table = load_grid(config)
+    table = load_grid()
     total = sum(p["curve"][-1]["cpu_s"] for p in table.values())
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     replayed = [asdict(t) for t in replay("tpe", "hyperband", 0)[0]]

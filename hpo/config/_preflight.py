@@ -80,7 +80,7 @@ def check_warm_start(config: StudyConfig, learners: list[str]) -> None:
     except Exception as e:  # SQLAlchemy's or Optuna's errors: a database that cannot be read
         raise ConfigError(f"cannot read {redact(source.storage)}: {first_line(e)}", f"{field}.storage") from None
     for learner in learners:
-        name = source.study if "/" in source.study else f"{source.study}/{learner}"
+        name = source.study_of(learner)
         if name not in names:
             held = ", ".join(sorted(names)) or "none"
             raise ConfigError(f"no study {name} in {redact(source.storage)} (it holds: {held})", f"{field}.study")

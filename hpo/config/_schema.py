@@ -171,6 +171,10 @@ class WarmStartConfig(Strict):
     storage: str | None = None                  # default: this study's storage
     top_k: PositiveInt = 5
 
+    def study_of(self, learner: str) -> str:
+        """The earlier study a learner's study starts from."""
+        return self.study if "/" in self.study else f"{self.study}/{learner}"
+
 
 class SearchConfig(Strict):
     sampler: Literal["tpe", "gp", "grid", "random"] = "tpe"

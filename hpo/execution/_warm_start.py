@@ -42,7 +42,8 @@ def warm_start_points(trials: list[FrozenTrial], space: dict[str, SpaceParam], t
     """The best ``top_k`` distinct configurations of ``trials`` (COMPLETE ones), mapped onto ``space``."""
     ranked = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: (-t.value, t.number))
     points: list[WarmStartPoint] = []
-    seen: set[str] = set()
+    seen: set[str] = set()    # configurations of the earlier study
+    queued: set[str] = set()  # points as this space takes them (two configurations may map onto one)
     for trial in ranked:
         # Every value it trained with; a study of another tool has only Optuna's params (lists as JSON text).
         source = trial.user_attrs.get("hparams") or {k: json.loads(v) if isinstance(v, str) and v.startswith("[")
@@ -63,8 +64,9 @@ def warm_start_points(trials: list[FrozenTrial], space: dict[str, SpaceParam], t
             if mapped is not None:
                 values[name] = _decoded(param, mapped)
                 point.params.update(_encoded(name, param, mapped))
-        if point.params and all(json.dumps(point.params, sort_keys=True) != json.dumps(p.params, sort_keys=True)
-                                for p in points):
+        key = json.dumps(point.params, sort_keys=True)
+        if point.params and key not in queued:
+            queued.add(key)
             points.append(point)
         if len(seen) == top_k:
             break
@@ -113,11 +115,6 @@ def _decoded(param: SpaceParam, value: Any) -> Any:
     return tuple(value) if isinstance(param, MilestonesParam) else value
 
 
-def source_study_name(config: StudyConfig, learner: str) -> str:
-    source = config.search.warm_start
-    return source.study if "/" in source.study else f"{source.study}/{learner}"
-
-
 def queue_warm_start(config: StudyConfig, learner: str, study: CappedStudy) -> list[str]:
     """Queue the earlier study's best configurations, once; the lines that say what was queued and from where
     (none once done, or without ``warm_start``).
@@ -128,7 +125,7 @@ def queue_warm_start(config: StudyConfig, learner: str, study: CappedStudy) -> l
     source = config.search.warm_start
     if source is None or WARM_START_ATTR in study.user_attrs:
         return []
-    name = source_study_name(config, learner)
+    name = source.study_of(learner)
     try:
         earlier = optuna.load_study(study_name=name, storage=get_storage(source.storage)).get_trials(deepcopy=False)
     except Exception as e:  # a missing study is KeyError; a lost database, SQLAlchemy's or Optuna's errors
