@@ -85,13 +85,13 @@ def _check_conditions(learner_name: str, learner: LearnerConfig, hints: dict[str
             if not isinstance(target, CategoricalParam):
                 given = "fixed" if field in learner.fixed else "not searched" if target is None else target.type
                 raise ConfigError(f"conditions name categorical entries of the space; {field} is {given}", where)
-            values = [_coerce(hints[field], field, v, where) for v in (wanted if isinstance(wanted, list) else [wanted])]
+            values = [_coerce(hints[field], field, v, where) for v in wanted]
             choices = [_coerce(hints[field], field, c, where) for c in target.choices]
             for value in values:
                 if value not in choices:
                     raise ConfigError(f"can never hold: {field} takes {', '.join(map(str, choices))}, never {value}",
                                       where)
-            param.when[field] = values if isinstance(wanted, list) else values[0]
+            param.when[field] = values
     try:
         condition_order(space)
     except ConfigError as e:  # a cycle
@@ -100,7 +100,7 @@ def _check_conditions(learner_name: str, learner: LearnerConfig, hints: dict[str
 
 def _condition_values(param: Any) -> dict[str, Any]:
     """Values under which a conditional entry applies (the first of each condition's), to check it with."""
-    return {field: wanted[0] if isinstance(wanted, list) else wanted for field, wanted in (param.when or {}).items()}
+    return {field: wanted[0] for field, wanted in (param.when or {}).items()}
 
 
 def _add_early_stopping(config: StudyConfig, learner: LearnerConfig) -> None:

@@ -36,7 +36,15 @@ class Conditional(Strict):
     ``{scheduler: cosine}`` or ``{optimizer: [sgd, rmsprop]}``; a trial it does not apply to trains with the
     default and has no such parameter in Optuna. Checked against the space in :mod:`hpo.config._learners`."""
 
-    when: dict[str, Union[Scalar, list[Scalar]]] | None = None
+    when: dict[str, list[Scalar]] | None = None
+
+    @field_validator("when", mode="before")
+    @classmethod
+    def _listed(cls, value: Any) -> Any:
+        """One value is a list of one: every condition is the values its field may take."""
+        if isinstance(value, dict):
+            return {field: wanted if isinstance(wanted, list) else [wanted] for field, wanted in value.items()}
+        return value
 
 
 class FloatParam(Conditional):

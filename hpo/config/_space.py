@@ -24,11 +24,7 @@ def suggest(trial: optuna.Trial, space: dict[str, SpaceParam]) -> dict[str, Any]
 def applies(param: SpaceParam, values: dict[str, Any]) -> bool:
     """Whether ``param``'s ``when`` holds for these values (an entry without one always applies; a field that
     has no value, its own condition failing, never matches)."""
-    return all(name in values and values[name] in _allowed(wanted) for name, wanted in (param.when or {}).items())
-
-
-def _allowed(wanted: Any) -> list[Any]:
-    return wanted if isinstance(wanted, list) else [wanted]
+    return all(name in values and values[name] in wanted for name, wanted in (param.when or {}).items())
 
 
 def condition_order(space: dict[str, SpaceParam]) -> list[str]:
@@ -115,7 +111,7 @@ def grid_search_points(space: dict[str, SpaceParam], path: str) -> list[dict[str
 def describe(param: SpaceParam) -> str:
     """A short human description, e.g. ``float [0.0001, 0.01] log`` or ``float [1e-06, 0.0001] log, when
     scheduler=cosine``."""
-    when = "".join(f", when {name}={'|'.join(map(str, _allowed(wanted)))}" for name, wanted in (param.when or {}).items())
+    when = "".join(f", when {name}={'|'.join(map(str, wanted))}" for name, wanted in (param.when or {}).items())
     if isinstance(param, (FloatParam, IntParam)):
         extras = (" log" if param.log else "") + (f" step {param.step}" if param.step not in (None, 1) else "")
         return f"{param.type} [{param.low}, {param.high}]{extras}{when}"
