@@ -14,7 +14,8 @@ import time
 
 import torch
 
-from learners.base import Budget, evaluation_seed, mean_ci95
+from learners.base import Budget, evaluation_seed
+from learners.statistics import mean_interval
 from learners.data import load_dataset
 from learners.data.episodes import TaskSpec
 from learners.experiment import TrainingSetup, default_root, resolve_device
@@ -44,8 +45,9 @@ def main() -> None:
         start = time.perf_counter()
         accuracies = learner.evaluate(data.test, args.episodes, evaluation_seed(0, "test"))
         seconds = time.perf_counter() - start
-        mean, ci = mean_ci95(accuracies)
-        print(f"| {head} | {args.episodes / seconds:.0f} | {100 * mean:.2f}% ± {100 * ci:.2f} |", flush=True)
+        interval = mean_interval(accuracies, "normal")  # as the docs' table says
+        print(f"| {head} | {args.episodes / seconds:.0f} | {100 * interval.mean:.2f}% ± {100 * interval.half_width:.2f} |",
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -20,13 +20,12 @@ import torch
 
 from hpo.config import resolve_device
 from hpo.model_commands import open_model, parser, positive_int, run_command
-from learners.base import evaluation_seed, mean_ci95
+from learners.base import evaluation_seed
 from learners.checkpoint import SavedModel
 from learners.data import TaskSpec, load_dataset
 from learners.experiment import default_root
 from learners.inference import episode_accuracy, read_episodes
-
-CI_METHOD = "normal approximation: mean ± 1.96 × sample std / sqrt(episodes)"
+from learners.statistics import CI_METHODS, describe_method, mean_interval
 
 
 def parse_args(argv: list[str] | None):  # -> argparse.Namespace
@@ -41,6 +40,8 @@ def parse_args(argv: list[str] | None):  # -> argparse.Namespace
     made.add_argument("--episodes", type=positive_int, default=600, help="fixed episodes (default: 600, a study's "
                                                                          "test.episodes default)")
     made.add_argument("--seed", type=int, help="the run seed the episodes derive from (default: the model's)")
+    made.add_argument("--ci", choices=CI_METHODS, default="t", help="how the interval is computed (default: t, "
+                                                                     "Student's t, as a study's test.ci default)")
     made.add_argument("--episodes-dir", type=Path, metavar="DIR", help="score these episodes instead of a dataset")
     made.add_argument("--json", action="store_true", help="print one JSON object with per-episode accuracies")
     return made.parse_args(argv)
@@ -54,12 +55,16 @@ def main(argv: list[str] | None = None) -> int:
 def _evaluate(args: Any) -> None:
     model = open_model(args.model, args.tracking_uri)
     device = resolve_device(args.device)
-    report = _on_folder(model, args.episodes_dir, device) if args.episodes_dir else _on_dataset(model, args, device)
-    report = {"model": args.model, "learner": model.learner, "step": model.step, **report}
+    accuracies, report = (_on_folder(model, args.episodes_dir, device) if args.episodes_dir
+                          else _on_dataset(model, args, device))
+    report = {"model": args.model, "learner": model.learner, "step": model.step, **_summary(accuracies, args.ci),
+              **report}
+    report["protocol"]["ci"] = describe_method(args.ci)
     print(json.dumps(report, indent=2) if args.json else _text(report))
 
 
-def _on_dataset(model: SavedModel, args: Any, device: torch.device) -> dict[str, Any]:
+def _on_dataset(model: SavedModel, args: Any, device: torch.device) -> tuple[list[float], dict[str, Any]]:
+    """The per-episode accuracies, and the report's episodes and protocol."""
     trained = model.trained_on
     dataset = args.dataset or trained.dataset
     split = args.split or (trained.split if dataset == trained.dataset else "default")
@@ -72,13 +77,14 @@ def _on_dataset(model: SavedModel, args: Any, device: torch.device) -> dict[str,
     learner = model.build(device, spec)
     episode_seed = evaluation_seed(seed, args.part)
     accuracies = learner.evaluate(classes, args.episodes, episode_seed, progress=not args.json).tolist()
-    return {**_summary(accuracies), "per_episode": accuracies,
-            "protocol": {"dataset": dataset, "split": split, "part": args.part, "ways": spec.ways,
-                         "shots": spec.shots, "queries": spec.queries, "episodes": args.episodes,
-                         "episode_seed": episode_seed, "ci": CI_METHOD, "bn_at_test": learner.bn_at_test}}
+    protocol = {"dataset": dataset, "split": split, "part": args.part, "ways": spec.ways, "shots": spec.shots,
+                "queries": spec.queries, "episodes": args.episodes, "episode_seed": episode_seed,
+                "bn_at_test": learner.bn_at_test}
+    return accuracies, {"per_episode": accuracies, "protocol": protocol}
 
 
-def _on_folder(model: SavedModel, folder: Path, device: torch.device) -> dict[str, Any]:
+def _on_folder(model: SavedModel, folder: Path, device: torch.device) -> tuple[list[float], dict[str, Any]]:
+    """As :func:`_on_dataset`, for the episodes of a folder."""
     preprocessing = model.trained_on.preprocessing
     episodes = read_episodes(folder, preprocessing)
     learner = model.build(device)
@@ -86,14 +92,16 @@ def _on_folder(model: SavedModel, folder: Path, device: torch.device) -> dict[st
         learner.check_ways(episode.ways)
     scored = [{"episode": e.name, "ways": e.ways, "support": len(e.support.files), "query": len(e.query.files),
                "accuracy": episode_accuracy(learner, e, preprocessing)} for e in episodes]
-    return {**_summary([e["accuracy"] for e in scored]), "per_episode": scored,
-            "protocol": {"episodes_dir": str(folder), "episodes": len(scored), "ci": CI_METHOD,
-                         "bn_at_test": learner.bn_at_test, "preprocessing": vars(preprocessing)}}
+    protocol = {"episodes_dir": str(folder), "episodes": len(scored), "bn_at_test": learner.bn_at_test,
+                "preprocessing": vars(preprocessing)}
+    return [e["accuracy"] for e in scored], {"per_episode": scored, "protocol": protocol}
 
 
-def _summary(accuracies: list[float]) -> dict[str, Any]:
-    mean, ci95 = mean_ci95(torch.tensor(accuracies, dtype=torch.float64))
-    return {"accuracy": mean, "ci95": ci95 if math.isfinite(ci95) else None, "error_rate": 1 - mean}  # NaN: 1 episode
+def _summary(accuracies: list[float], method: str) -> dict[str, Any]:
+    interval = mean_interval(accuracies, method)
+    ci95 = interval.half_width
+    return {"accuracy": interval.mean, "ci95": ci95 if math.isfinite(ci95) else None,  # NaN: 1 episode
+            "error_rate": 1 - interval.mean}
 
 
 def _text(report: dict[str, Any]) -> str:
@@ -109,7 +117,7 @@ def _text(report: dict[str, Any]) -> str:
                      f"{protocol['shots']}-shot {protocol['queries']}-query, {protocol['episodes']} episodes of seed "
                      f"{protocol['episode_seed']}, batch norm {protocol['bn_at_test']}")
     ci = "n/a (one episode)" if report["ci95"] is None else f"{100 * report['ci95']:.2f}%"
-    lines.append(f"accuracy {100 * report['accuracy']:.2f}% ± {ci} (95% CI), error rate "
+    lines.append(f"accuracy {100 * report['accuracy']:.2f}% ± {ci} ({protocol['ci']}), error rate "
                  f"{100 * report['error_rate']:.2f}%")
     return "\n".join(lines)
 

@@ -51,7 +51,7 @@ def open_model(reference: str, tracking_uri: str) -> SavedModel:
     that a missing SQLite file is not created and an unreachable server is one line."""
     if Path(reference).exists() or not (reference.startswith(("models:/", "runs:/")) or RUN_ID.fullmatch(reference)):
         return load_model(Path(reference))
-    _check_tracking(tracking_uri)
+    check_tracking(tracking_uri)
     from hpo.tracking import fetch_model  # MLflow takes a second to import; model files do without it
 
     return fetch_model(reference, tracking_uri)
@@ -71,7 +71,7 @@ def run_command(command: Callable[[], None]) -> int:
     return 0
 
 
-def _check_tracking(uri: str) -> None:
+def check_tracking(uri: str) -> None:
     if is_mlflow_server(uri):
         check_mlflow_server(uri, "--tracking-uri")
         return

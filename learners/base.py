@@ -23,6 +23,9 @@ from learners.data.episodes import (DataError, EpisodeSampler, Episodes, ImageSp
 from learners.optimization import OPTIMIZERS, SCHEDULERS, Schedule, l1_penalty, make_optimizer
 
 
+BN_AT_TEST = ("running", "batch")
+
+
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite."""
 
@@ -36,6 +39,9 @@ class HParams:
     """
 
     backbone: str = "conv4"
+    # The batch-norm statistics at test: "running" (inductive: the training averages, eval mode) or "batch"
+    # (transductive: each test episode's own support and query images). MAML and Reptile are always "batch".
+    bn_at_test: str = "running"
     optimizer: str = "adam"          # adam | sgd | adamw | rmsprop
     lr: float = 1e-3
     weight_decay: float = 0.0        # L2, the optimiser's own
@@ -62,6 +68,8 @@ class HParams:
             value = getattr(self, field.name)
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(f"{field.name} must be a finite number, got {value}")
+        if self.bn_at_test not in BN_AT_TEST:
+            raise ValueError(f"bn_at_test must be one of {', '.join(BN_AT_TEST)}, got '{self.bn_at_test}'")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got '{self.optimizer}'")
         if self.scheduler not in SCHEDULERS:
@@ -202,12 +210,9 @@ class TrainingData:
 
 
 class Learner(nn.Module):
-    """Base class. Subclasses set ``HParams`` and ``bn_at_test`` and implement the two steps."""
+    """Base class. Subclasses set ``HParams`` and implement the two steps."""
 
     HParams: ClassVar[type[HParams]] = HParams
-    # Which batch-norm statistics the backbone uses at test time (logged with every run):
-    # "running" (inductive, eval mode) or "batch" (transductive: statistics of the episode).
-    bn_at_test: ClassVar[str] = "running"
     # Learners that run the backbone under vmap need the batch norm that stays exact there (slower).
     vmaps_backbone: ClassVar[bool] = False
     # Images per batched computation on a CPU (evaluation batches; vmap chunks). Larger ones outgrow the
@@ -259,11 +264,25 @@ class Learner(nn.Module):
             self.train(was_training)
 
     def embed(self, episodes: Episodes) -> tuple[torch.Tensor, torch.Tensor]:
-        """Support and query features ``[tasks, n, feature_dim]`` from one forward pass (one big batch is faster)."""
+        """Support and query features ``[tasks, n, feature_dim]`` from one forward pass (one big batch is faster).
+
+        With ``bn_at_test: batch``, evaluation embeds each episode in a pass of its own: batch statistics over
+        several episodes would make a score depend on the evaluation batch size."""
         tasks, n_support = episodes.support.shape[:2]
-        images = torch.cat([episodes.support, episodes.query], dim=1).flatten(0, 1)
-        features = self.backbone(images.contiguous(memory_format=torch.channels_last)).view(tasks, -1, self.feature_dim)
+        images = torch.cat([episodes.support, episodes.query], dim=1)
+        if self.bn_at_test == "batch" and not self.training:
+            features = torch.stack([self._features(episode) for episode in images])
+        else:
+            features = self._features(images.flatten(0, 1)).view(tasks, -1, self.feature_dim)
         return features[:, :n_support], features[:, n_support:]
+
+    def _features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.backbone(images.contiguous(memory_format=torch.channels_last))
+
+    @property
+    def bn_at_test(self) -> str:
+        """Which batch-norm statistics the backbone uses at test (the ``bn_at_test`` hyperparameter)."""
+        return self.hparams.bn_at_test
 
     @property
     def device(self) -> torch.device:
@@ -301,14 +320,6 @@ class Learner(nn.Module):
         if self.device.type != "cpu":
             return None
         return max(1, self.cpu_images_per_batch // images_per_item)
-
-
-def mean_ci95(accuracies: torch.Tensor) -> tuple[float, float]:
-    """Mean and half-width of the normal-approximation 95% confidence interval."""
-    acc = accuracies.double()
-    if len(acc) < 2:
-        return float(acc.mean()), float("nan")
-    return float(acc.mean()), float(1.96 * acc.std(unbiased=True) / math.sqrt(len(acc)))
 
 
 @dataclass
@@ -456,7 +467,7 @@ def fit(learner: Learner, train: TrainingData, val: ImageSplit | None, budget: B
         scheduler.after_step()
         losses.append(loss)
         if val is not None and (step % budget.val_interval == 0 or step == budget.iterations):
-            acc, _ = mean_ci95(learner.evaluate(val, budget.val_episodes, seed=val_seed))
+            acc = float(learner.evaluate(val, budget.val_episodes, seed=val_seed).double().mean())
             point = ValidationPoint(step, acc, sum(losses) / len(losses), scheduler.lr, time.perf_counter() - start)
             scheduler.after_validation(acc)
             losses.clear()

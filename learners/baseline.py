@@ -69,8 +69,7 @@ class ClassifierBaseline(Learner):
     def classifier_step(self, data: TrainingData) -> float:
         """One cross-entropy step of the pre-training classifier; fills ``.grad`` and returns the loss."""
         images, labels = data.batch(self.hparams.batch_size)
-        features = self.backbone(images.contiguous(memory_format=torch.channels_last))
-        loss = F.cross_entropy(self.classifier(features), labels)
+        loss = F.cross_entropy(self.classifier(self._features(images)), labels)
         loss.backward()
         return loss.item()
 

@@ -16,10 +16,11 @@ from typing import Any, Callable
 import torch
 
 from learners.base import (SEED_LIMIT, Budget, FitResult, FitState, Learner, TrainingData, ValidationCallback,
-                           ValidationPoint, evaluation_seed, fit, mean_ci95)
+                           ValidationPoint, evaluation_seed, fit)
 from learners.checkpoint import CheckpointError, SavedModel, TrainedOn, load_checkpoint, save_checkpoint
 from learners.data import DataError, DatasetSplits, TaskSpec, default_split, load_dataset
 from learners.registry import build_learner, hparams_with_defaults, learner_class
+from learners.statistics import check_ci_method, mean_interval
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class RunConfig:
     iterations: int = 2000
     seed: int = 0
     test_episodes: int = 1000
+    ci: str = "t"                    # how the test interval is computed (learners.statistics)
     val_interval: int = Budget.val_interval
     val_episodes: int = Budget.val_episodes
     select: str = Budget.select      # last | best: the model that is tested
@@ -50,6 +52,7 @@ class RunConfig:
             object.__setattr__(self, "split", default_split(self.dataset))
         if not 0 <= self.seed < SEED_LIMIT:
             raise ValueError(f"seed must be between 0 and {SEED_LIMIT - 1}, got {self.seed}")
+        check_ci_method(self.ci)
         if self.root is not None and not Path(self.root).exists():
             raise DataError(f"data root '{self.root}' does not exist")
 
@@ -73,7 +76,7 @@ class RunResult:
     bn_at_test: str
     device: str
     test_accuracy: float
-    test_ci95: float
+    test_ci95: float                 # half-width of the 95% interval of config.ci
     history: list[ValidationPoint]
     stop_reason: str                 # budget | early_stopping
     selected_step: int               # the step of the tested model
@@ -114,13 +117,15 @@ class TrainingSetup:
 
     Every run of a setup uses its seed for the initial weights and the training episodes, so two
     runs differ only by their hyperparameters, and re-training the same ones reproduces a model.
+    ``training_seed``, when set, replaces the seed for the weights and training episodes only: the validation and
+    test episodes stay those of ``seed``, so models trained with other seeds are scored on the same tasks.
 
     Example::
 
         setup = TrainingSetup("protonet", data, TaskSpec(5, 1, 15), Budget(2000), seed=0,
                               device=resolve_device("auto"))
         learner, result = setup.train({"lr": 0.002})
-        accuracy, ci95 = setup.test(learner, episodes=1000)
+        accuracies = setup.test(learner, episodes=1000)  # per episode
     """
 
     learner: str
@@ -129,6 +134,12 @@ class TrainingSetup:
     budget: Budget
     seed: int
     device: torch.device
+    training_seed: int | None = None
+
+    @property
+    def weights_seed(self) -> int:
+        """The seed of the initial weights and the training episodes and batches."""
+        return self.seed if self.training_seed is None else self.training_seed
 
     @classmethod
     def of_run(cls, config: RunConfig, data: DatasetSplits | None = None) -> TrainingSetup:
@@ -147,8 +158,8 @@ class TrainingSetup:
         learner_class(self.learner).HParams(**hparams).check_training_shape(self.spec, self.data.train)
 
     def build(self, hparams: dict[str, Any]) -> Learner:
-        """The learner, initialised from the setup's seed."""
-        torch.manual_seed(self.seed)
+        """The learner, initialised from the setup's (training) seed."""
+        torch.manual_seed(self.weights_seed)
         train = self.data.train
         return build_learner(self.learner, hparams, train.image_shape, self.spec, train.num_classes).to(self.device)
 
@@ -159,7 +170,7 @@ class TrainingSetup:
                          train.num_classes, self.data.preprocessing)
 
     def training_data(self) -> TrainingData:
-        return TrainingData(self.data.train, self.spec, self.seed, self.device)
+        return TrainingData(self.data.train, self.spec, self.weights_seed, self.device)
 
     def train(self, hparams: dict[str, Any], on_validation: ValidationCallback | None = None,
               progress: bool = True, resume: FitState | None = None,
@@ -195,10 +206,9 @@ class TrainingSetup:
                                   f"{model.trained_on.spec} episodes, not {trained_on.image_shape} in {trained_on.spec}")
         return model.build(self.device)
 
-    def test(self, learner: Learner, episodes: int, progress: bool = False) -> tuple[float, float]:
-        """Mean accuracy and 95% CI half-width on ``episodes`` test episodes fixed by the setup's seed."""
-        return mean_ci95(learner.evaluate(self.data.test, episodes, evaluation_seed(self.seed, "test"),
-                                          progress=progress))
+    def test(self, learner: Learner, episodes: int, progress: bool = False) -> torch.Tensor:
+        """The accuracy of each of ``episodes`` test episodes fixed by the setup's seed."""
+        return learner.evaluate(self.data.test, episodes, evaluation_seed(self.seed, "test"), progress=progress)
 
 
 def train_and_test(config: RunConfig, data: DatasetSplits | None = None, progress: bool = True,
@@ -222,8 +232,8 @@ def train_and_test(config: RunConfig, data: DatasetSplits | None = None, progres
                                   lambda state: save_checkpoint(checkpoint, config.learner, every,
                                                                 setup.trained_on(), state))
     trained = time.perf_counter()
-    accuracy, ci95 = setup.test(learner, config.test_episodes, progress)
-    return RunResult(config, asdict(learner.hparams), learner.bn_at_test, str(learner.device), accuracy, ci95,
-                     fitted.history, fitted.stop_reason,
+    interval = mean_interval(setup.test(learner, config.test_episodes, progress), config.ci)
+    return RunResult(config, asdict(learner.hparams), learner.bn_at_test, str(learner.device), interval.mean,
+                     interval.half_width, fitted.history, fitted.stop_reason,
                      fitted.stopped_at if fitted.selected is None else fitted.selected.step,
                      trained - start, time.perf_counter() - trained)

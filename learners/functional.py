@@ -58,9 +58,13 @@ class FineTuningHParams(HParams):
     inner_steps: int = 1          # SGD steps per task during meta-training
     test_inner_steps: int = 3     # SGD steps on the support at evaluation
     meta_batch: int = 32          # tasks per outer step
+    bn_at_test: str = "batch"     # the functional backbone keeps no running statistics
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.bn_at_test != "batch":
+            raise ValueError("bn_at_test must be batch: MAML and Reptile adapt with the statistics of each episode "
+                             "(transductive), their backbone keeps no running statistics")
         if self.inner_lr <= 0:
             raise ValueError(f"inner_lr must be positive, got {self.inner_lr}")
         self.require_at_least_one("inner_steps", "test_inner_steps", "meta_batch")
@@ -75,7 +79,6 @@ class FineTuningLearner(Learner):
 
     HParams = FineTuningHParams
     hparams: FineTuningHParams
-    bn_at_test = "batch"
     vmaps_backbone = True
     fixed_ways = True
 

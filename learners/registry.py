@@ -83,7 +83,7 @@ def build_learner(name: str, hparams: dict, image_shape: tuple[int, int, int], s
         spec = TaskSpec(ways=5, shots=1, queries=15)
         learner = build_learner("protonet", {"lr": 0.001}, data.train.image_shape, spec, data.train.num_classes)
         fit(learner, TrainingData(data.train, spec, seed=0), data.val, Budget(2000), val_seed=1000)
-        accuracy, ci95 = mean_ci95(learner.evaluate(data.test, episodes=600, seed=2000))
+        interval = mean_interval(learner.evaluate(data.test, episodes=600, seed=2000), "t")
     """
     cls = learner_class(name)
     unknown = sorted(set(hparams) - set(hparam_names(name)))

@@ -18,6 +18,7 @@ from learners.base import TrainingDiverged
 from learners.data import DATASETS
 from learners.experiment import RunConfig, RunResult, train_and_test
 from learners.registry import LEARNERS, coerce_value, hparam_names, hparam_types
+from learners.statistics import CI_METHODS
 
 
 class UsageError(ValueError):
@@ -70,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--iterations", type=int, default=defaults.iterations, help="optimiser steps")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--test-episodes", type=int, default=defaults.test_episodes)
+    parser.add_argument("--ci", default=defaults.ci, choices=CI_METHODS,
+                        help="how the test interval is computed (default: t, Student's t)")
     parser.add_argument("--val-interval", type=int, default=defaults.val_interval, help="steps between validations")
     parser.add_argument("--val-episodes", type=int, default=defaults.val_episodes)
     parser.add_argument("--select", default=defaults.select, choices=["last", "best"],
@@ -92,7 +95,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         hparams["backbone"] = args.backbone
     return RunConfig(learner=args.learner, dataset=args.dataset, split=args.split, root=args.root, ways=args.ways,
                      shots=args.shots, queries=args.queries, iterations=args.iterations, seed=args.seed,
-                     test_episodes=args.test_episodes, val_interval=args.val_interval,
+                     test_episodes=args.test_episodes, ci=args.ci, val_interval=args.val_interval,
                      val_episodes=args.val_episodes, select=args.select, device=args.device, hparams=hparams)
 
 
@@ -101,7 +104,7 @@ def describe(result: RunResult) -> str:
     lines = [f"{c.learner} on {c.dataset}/{c.split}, {c.ways}-way {c.shots}-shot ({c.queries} queries), "
              f"{c.iterations} iterations, seed {c.seed}, {result.device}",
              f"test accuracy: {100 * result.test_accuracy:.2f}% ± {100 * result.test_ci95:.2f}% "
-             f"(95% CI over {c.test_episodes} episodes)"]
+             f"(95% CI, {c.ci}, over {c.test_episodes} episodes)"]
     if result.stop_reason == "early_stopping":
         lines.append(f"stopped early at step {result.history[-1].step} "
                      f"(patience {result.hparams['patience']} validations)")

@@ -275,6 +275,16 @@ CASES: dict[str, Case] = {
     # ---- more shapes and types
     "zero test episodes": Case("error: study.yaml: test.episodes: Input should be greater than 0",
                                study_dict(test={"episodes": 0})),
+    "zero training seeds": Case("error: study.yaml: test.seeds: Input should be greater than 0",
+                                study_with("test", seeds=0)),
+    "unknown CI method": Case("error: study.yaml: test.ci: Input should be 't', 'normal' or 'bootstrap'",
+                              study_with("test", ci="wald")),
+    "running batch norm for MAML": Case(
+        "error: study.yaml: learners.maml.fixed.bn_at_test: bn_at_test must be batch: MAML and Reptile adapt",
+        study_dict(learners={"maml": {"fixed": {"bn_at_test": "running"}, "space": {"lr": LR}}})),
+    "unknown batch-norm mode": Case(
+        f"error: study.yaml: {FIXED}.bn_at_test: bn_at_test must be one of running, batch, got 'episode'",
+        learner_study({"lr": LR}, {"bn_at_test": "episode"})),
     "zero validation episodes": Case("budget.val_episodes: Input should be greater than 0",
                                      study_with("budget", val_episodes=0)),
     "patience below 1": Case("error: study.yaml: budget.early_stopping.patience: Input should be greater than 0",

@@ -105,13 +105,13 @@ def test_a_kept_model_file_loads_into_the_same_learner(synthetic, tmp_path: Path
     save_model(tmp_path / "model.pt", SavedModel("protonet", every, result.selected.step,
                                                   result.selected.val_accuracy, learner.state_dict(), run.trained_on()))
     loaded = run.load(load_model(tmp_path / "model.pt"))
-    assert run.test(loaded, 8) == run.test(learner, 8)
+    assert torch.equal(run.test(loaded, 8), run.test(learner, 8))
     # A kept model of an earlier version (format 2, without trained_on) still loads into its study's setup, and
     # alone it is a one-line error.
     earlier = {"format": 2, "kind": "model", "learner": "protonet", "hparams": every, "step": result.selected.step,
                "val_accuracy": result.selected.val_accuracy, "weights": learner.state_dict()}
     torch.save(earlier, tmp_path / "earlier.pt")
-    assert run.test(run.load(load_model(tmp_path / "earlier.pt")), 8) == run.test(learner, 8)
+    assert torch.equal(run.test(run.load(load_model(tmp_path / "earlier.pt")), 8), run.test(learner, 8))
     with pytest.raises(CheckpointError, match="saved by an earlier version .format 2."):
         load_model(tmp_path / "earlier.pt").build()
     with pytest.raises(ValueError, match="holds a model without its training state"):

@@ -29,7 +29,7 @@ def test_json_output_has_results_and_settings(capsys):
 def test_text_output_reports_accuracy_batch_norm_and_time(capsys):
     assert main(["--learner", "protonet", *TINY, "--backbone", "conv4"]) == 0
     out = capsys.readouterr().out
-    assert "test accuracy:" in out and "95% CI over 8 episodes" in out
+    assert "test accuracy:" in out and "95% CI, t, over 8 episodes" in out
     assert "batch norm at test: running" in out and "wall time:" in out
 
 

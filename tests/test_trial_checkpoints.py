@@ -214,7 +214,7 @@ def test_the_final_test_of_the_kept_model_equals_the_retrained_one(tmp_path: Pat
     setup = training_setup(config, LEARNER, load_dataset("synthetic"))
     tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "final")
     assert study_name(config, LEARNER) == kept.study_name
-    retrained, _ = final_test(kept, setup, tracker, config.test.episodes, retrain=True, progress=False)
+    retrained, _ = final_test(kept, setup, tracker, config.test.model_copy(update={"retrain": True}), progress=False)
     assert retrained["how"] == "retrained"
     assert (retrained["test_accuracy"], retrained["test_ci95"]) == (recorded["test_accuracy"], recorded["test_ci95"])
     assert retrained["seconds"] > 5 * recorded["seconds"]  # the point of keeping models

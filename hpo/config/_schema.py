@@ -266,6 +266,12 @@ class TestConfig(Strict):
     # false: test the best trial's kept model; true: re-train its hyperparameters with the study's seed and
     # test that (a full trial more per learner).
     retrain: bool = False
+    # How every test interval is computed (learners.statistics): Student's t with n-1 degrees of freedom, the
+    # normal approximation, or a percentile bootstrap.
+    ci: Literal["t", "normal", "bootstrap"] = "t"
+    # Training runs of the chosen configuration: the tested model (the study's seed) and seeds - 1 more, each
+    # trained with another seed and tested on the same episodes, for the spread between training runs.
+    seeds: PositiveInt = 1
 
 
 class StudyConfig(Strict):

@@ -18,12 +18,15 @@ from hpo.execution._loop import deadline_after
 from hpo.execution._objective import Objective
 from hpo.execution._runners import WORKER_POLL_S, trial_runner
 from hpo.execution._search import LearnerSearch, queue_grid_points
+from hpo.execution._seeds import run_seeds, seeds_done, training_seeds
 from hpo.execution._warm_start import queue_warm_start
 from hpo.execution._signals import interrupts_deferred
-from hpo.reporting import PLOTS_FOLDER, LearnerSummary, TrialsBar, summarize, write_plots
+from hpo.reporting import (PLOTS_FOLDER, LearnerSummary, TrialsBar, format_protocol, protocol_card, summarize,
+                           write_plots)
 from hpo.storage import CappedStudy, best_complete_trial, counted_trials, running_count
 from hpo.tracking import STUDY_TAG, Tracker, close_orphan_runs, parent_params, stored_bytes
 from learners.data import DatasetSplits
+from learners.registry import hparams_with_defaults
 
 
 def tune_learner(config: StudyConfig, learner: str, data: DatasetSplits | None = None,
@@ -52,10 +55,11 @@ def tune_learner(config: StudyConfig, learner: str, data: DatasetSplits | None =
     for line in queue_warm_start(config, learner, study):
         print(line, flush=True)
     searched = list(config.learners[learner].space)
-    retrain, registry = config.test.retrain, config.registry
+    test, registry = config.test, config.registry
     registered_name = registry.model_name(config.name, learner) if registry.enabled else None
     if (not study.has_trials_left() and not running_count(study)
-            and final_test_is_current(study, config.test.episodes, retrain, registry.enabled)):
+            and final_test_is_current(study, test.episodes, test.retrain, registry.enabled)
+            and seeds_done(study, test, config.seed)):
         print(f"{study.study_name}: complete with {counted_trials(study)} trials, nothing to run")
         return summarize(study, learner, searched, stored_bytes(tracker, tracker.trial_runs(study.study_name)))
 
@@ -72,18 +76,23 @@ def tune_learner(config: StudyConfig, learner: str, data: DatasetSplits | None =
         with study.lock():  # one final test, also when workers on several machines finish together
             if config.checkpoints.keep == "best":
                 delete_beaten_models(study, tracker)
-            if not final_test_is_current(study, config.test.episodes, retrain, registry.enabled):
-                result, model = final_test(study, search.setup, tracker, config.test.episodes, retrain, progress)
+            if not final_test_is_current(study, test.episodes, test.retrain, registry.enabled):
+                result, model = final_test(study, search.setup, tracker, test, progress)
                 tracker.log_metrics(parent, {"val_accuracy": result["val_accuracy"], "best_trial": result["trial"],
                                              "tested_model_step": result["model_step"],
                                              "tested_model_val_accuracy": result["model_val_accuracy"]})
                 # test_accuracy and test_ci95 are logged with the model, linked to it.
                 result = publish_tested_model(study, search.setup, tracker, parent, result, model, registered_name)
-                result = record_final_test_run(study, tracker, parent, result, model, search.datasets["test"])
+                card = protocol_card(search.setup, hparams_with_defaults(learner, model.hparams), result,
+                                     study.study_name, training_seeds(config.seed, test.seeds))
+                result = record_final_test_run(study, tracker, parent, result, model, search.datasets["test"], card)
+                print(format_protocol(card), flush=True)
                 tracker.set_tags(parent, {"tested_model": result["how"], "tested_trial": result["trial"],
                                           "tested_model_run": result["model_run_id"] or "-",
                                           "registered_model": _version_uri(result)})
                 tracker.log_json(parent, best_complete_trial(study).user_attrs["hparams"], "best_hparams.json")
+            if best_complete_trial(study) is not None:
+                run_seeds(study, search.setup, tracker, parent, test, progress)
         _log_plots(tracker, parent, study)
         tracker.end(parent, "FINISHED")
     except KeyboardInterrupt:

@@ -78,7 +78,7 @@ class Objective:
         retried = _retried_trials(trial)
         run_id = self.tracker.start_trial_run(
             self.parent_run, self.study, trial.number, f"{learner}-trial-{trial.number:04d}",
-            tags={"learner": learner, "bn_at_test": learner_class(learner).bn_at_test, STATE_TAG: "RUNNING",
+            tags={"learner": learner, "bn_at_test": every["bn_at_test"], STATE_TAG: "RUNNING",
                   **({"retry_of_trial": retried[0]} if retried else {}), **_warm_start_tag(trial)},
             params=every)
         state, interrupted, tags = TrialState.FAIL, False, {}

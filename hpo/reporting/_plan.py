@@ -28,7 +28,8 @@ def format_plan(config: StudyConfig, learners: list[str], data: DatasetSplits, d
            f"{'' if '/' in s.warm_start.study else '/<learner>'} at {redact(s.warm_start.storage)}, queued first "
            f"(once per study)"] if s.warm_start else []),
         f"  budget    {b.iterations} iterations, validation every {b.val_interval} on {b.val_episodes} episodes; "
-        f"final test on {config.test.episodes} episodes",
+        f"final test on {config.test.episodes} episodes (95% CI: {config.test.ci})"
+        f"{f', {config.test.seeds} training seeds' if config.test.seeds > 1 else ''}",
         f"  device    {device}",
         f"  storage   {redact(config.storage)} (studies {config.name}/<learner>)",
         f"  tracking  {redact(config.tracking_uri)} (experiment {config.name}){artifacts}",

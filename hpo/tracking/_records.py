@@ -32,8 +32,9 @@ def parent_params(config: StudyConfig, learner: str) -> dict[str, Any]:
 
 
 def trial_settings(config: StudyConfig, device: torch.device) -> dict[str, Any]:
-    """The run settings written next to each trial's hyperparameters (its ``config.json``)."""
-    return {"study": config.name, "seed": config.seed, "device": str(device),
+    """The run settings written next to each trial's hyperparameters (its ``config.json``); ``threads``: torch's
+    intra-op threads, which change a CPU run's rounding (``hpo.rerun`` trains with as many)."""
+    return {"study": config.name, "seed": config.seed, "device": str(device), "threads": torch.get_num_threads(),
             "dataset": config.dataset.model_dump(mode="json"), "budget": config.budget.model_dump(),
             "test": config.test.model_dump()}
 

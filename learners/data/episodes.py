@@ -165,13 +165,28 @@ def fixed_episodes(split: ImageSplit, spec: TaskSpec, count: int, seed: int, bat
     Episodes are drawn one at a time from one generator, so the first k of
     ``count`` episodes do not depend on ``count`` or ``batch_size``.
     """
+    index = fixed_episode_indices(split, spec, count, seed)
+    for start in range(0, count, batch_size):
+        yield _gather(split, spec, index[start:start + batch_size], device)
+
+
+def fixed_episode_indices(split: ImageSplit, spec: TaskSpec, count: int, seed: int) -> torch.Tensor:
+    """The image indices ``[count, ways, shots+queries]`` of :func:`fixed_episodes` (support images first)."""
     split.check_spec(spec)
     if count < 1:
         raise DataError(f"episodes must be at least 1, got {count}")
     generator = torch.Generator().manual_seed(seed)
-    index = torch.cat([_sample_indices(split, spec, 1, generator) for _ in range(count)])
-    for start in range(0, count, batch_size):
-        yield _gather(split, spec, index[start:start + batch_size], device)
+    return torch.cat([_sample_indices(split, spec, 1, generator) for _ in range(count)])
+
+
+def episode_digest(split: ImageSplit, spec: TaskSpec, count: int, seed: int) -> str:
+    """16 hex digits of SHA-256 over the split's content and the image indices of its ``count`` fixed episodes of
+    ``seed``: two scores can be paired episode by episode exactly when their digests are equal (same images, same
+    classes in the same order, same episode count and shape)."""
+    sha = hashlib.sha256(split.digest.encode())
+    sha.update(repr((spec.ways, spec.shots, spec.queries)).encode())
+    sha.update(fixed_episode_indices(split, spec, count, seed).numpy().tobytes())
+    return sha.hexdigest()[:16]
 
 
 class LabelledBatches:
