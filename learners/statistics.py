@@ -16,6 +16,7 @@ Example::
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -63,11 +64,14 @@ def mean_interval(values: torch.Tensor | Sequence[float], method: str = "t", see
                                 for _ in range(BOOTSTRAP_RESAMPLES // _BOOTSTRAP_CHUNK)])
         low, high = np.quantile(means, [(1 - CI_LEVEL) / 2, (1 + CI_LEVEL) / 2])
         return Interval(mean, float(low), float(high), method)
-    # Here, not at the top: importing scipy.stats takes about a second, which every worker process would pay.
-    from scipy import stats
+    if method == "t":
+        # scipy.special, not scipy.stats (the same quantile function): 0.4 s to import against 1.1 s, paid by every
+        # process that tests; here, not at the top, so that worker processes do not pay it.
+        from scipy.special import stdtrit
 
-    quantile = (stats.t.ppf((1 + CI_LEVEL) / 2, len(x) - 1) if method == "t"
-                else stats.norm.ppf((1 + CI_LEVEL) / 2))
+        quantile = float(stdtrit(len(x) - 1, (1 + CI_LEVEL) / 2))
+    else:
+        quantile = statistics.NormalDist().inv_cdf((1 + CI_LEVEL) / 2)
     half = float(quantile * x.std(ddof=1) / math.sqrt(len(x)))
     return Interval(mean, mean - half, mean + half, method)
 

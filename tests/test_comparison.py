@@ -131,6 +131,9 @@ def test_different_batch_norm_protocols_are_flagged() -> None:
         "test episode normalised by its own images); set bn_at_test: batch in the embedding learners' fixed values "
         "for a like-for-like comparison"]
     assert not compare([scored("protonet", base), scored("maml", base, bn="running")]).notes
+    alone = compare([scored("protonet", base)])
+    assert (alone.pairs, alone.ranks) == ([], {"protonet": 1})
+    assert comparison_markdown(alone) == "nothing to compare: fewer than two learners have been tested\n"
 
 
 def test_the_episode_digest_tells_episodes_apart(synthetic) -> None:

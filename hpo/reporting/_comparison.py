@@ -157,6 +157,8 @@ COMPARISON_HEADER = ["pair", "mean difference ± 95% CI", "paired t p (Holm)", "
 
 def comparison_markdown(comparison: Comparison) -> str:
     """The pairs as a Markdown table, then the notes."""
+    if not comparison.pairs:
+        return "nothing to compare: fewer than two learners have been tested\n"
     lines = ["| " + " | ".join(COMPARISON_HEADER) + " |", "|" + "---|" * len(COMPARISON_HEADER)]
     for p in comparison.pairs:
         if p.difference is None:

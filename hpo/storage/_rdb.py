@@ -93,8 +93,14 @@ def replayed_before_commit(method: Method) -> Method:
 
 
 def connection_lost(error: BaseException) -> bool:
-    """Whether ``error`` (or what it wraps: Optuna re-raises SQLAlchemy's errors) is a dead connection."""
-    return getattr(storage_cause(error), "connection_invalidated", False)
+    """Whether ``error`` (or what it wraps: Optuna re-raises SQLAlchemy's errors) is a dead connection.
+
+    ``PendingRollbackError`` counts: Optuna catches some failed reads and falls back to another query in the same
+    session, whose connection has died meanwhile; the session then refuses every statement, COMMIT included, so
+    nothing of the call was committed (tests/test_faults.py).
+    """
+    cause = storage_cause(error)
+    return isinstance(cause, sqlalchemy.exc.PendingRollbackError) or getattr(cause, "connection_invalidated", False)
 
 
 def _replay_storage_calls(storage_class: type[optuna.storages.RDBStorage]) -> None:
