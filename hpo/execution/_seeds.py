@@ -43,8 +43,8 @@ def seeds_done(study: optuna.Study, test: TestConfig, study_seed: int) -> bool:
 
 
 def run_seeds(study: optuna.Study, setup: TrainingSetup, tracker: Tracker, parent_run: str, test: TestConfig,
-              progress: bool = True) -> list[dict[str, Any]]:
-    """Train and test the best trial's configuration with each further seed not done yet; every seed's result.
+              progress: bool = True) -> None:
+    """Train and test the best trial's configuration with each further seed not done yet.
 
     Each seed is a run nested under the parent (role ``seed_run``, params: every hyperparameter and the
     ``training_seed``) with the kept model's validation accuracy, the test accuracy and interval, and the
@@ -80,4 +80,3 @@ def run_seeds(study: optuna.Study, setup: TrainingSetup, tracker: Tracker, paren
         tracker.end(run, "FINISHED")
         recorded[str(seed)] = result
         study.set_user_attr(SEED_RUNS_ATTR, recorded)
-    return seed_results(study)
