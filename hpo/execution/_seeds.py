@@ -10,7 +10,6 @@ the seeds not done yet.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 import optuna
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
